@@ -1,0 +1,84 @@
+"""A preallocated key/value cache: append (write), read-through without writing, and trim."""
+
+from __future__ import annotations
+
+import torch
+
+from blockgen.errors import InvalidArgumentError
+
+
+class KVCache:
+    """Keys and values of every layer for the first `length` slots, with each slot's position and validity.
+
+    A forward pass with `write=False` attends to cache + new keys without storing them (a diffusion step over a block
+    that is not final yet); with `write=True` the new keys are appended once the pass ends.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        batch_size: int,
+        num_kv_heads: int,
+        head_dim: int,
+        capacity: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        if capacity < 1:
+            raise InvalidArgumentError("capacity", capacity, "must be >= 1")
+        shape = (num_layers, batch_size, num_kv_heads, capacity, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (L, B, Hkv, S, D)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.positions = torch.zeros(batch_size, capacity, dtype=torch.long, device=device)
+        self.valid = torch.zeros(batch_size, capacity, dtype=torch.bool, device=device)
+        self.capacity, self.length = capacity, 0
+
+    @classmethod
+    def for_model(cls, model, batch_size: int, capacity: int) -> "KVCache":
+        cfg = model.config
+        return cls(
+            cfg.num_layers, batch_size, cfg.num_kv_heads, cfg.head_dim, capacity, dtype=model.dtype, device=model.device
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    def check_room(self, new: int, batch_size: int) -> None:
+        if batch_size != self.batch_size:
+            raise InvalidArgumentError("input_ids", f"batch of {batch_size}", f"the cache holds {self.batch_size} rows")
+        if self.length + new > self.capacity:
+            raise InvalidArgumentError(
+                "input_ids", f"{new} new tokens", f"the cache holds {self.length} of {self.capacity} slots"
+            )
+
+    def keys_values(self, layer: int, k: torch.Tensor, v: torch.Tensor, write: bool):
+        """Keys/values to attend to: the cached ones followed by k, v (B, Hkv, T, D)."""
+        n, t = self.length, k.shape[2]
+        if write:
+            self.keys[layer, :, :, n : n + t] = k
+            self.values[layer, :, :, n : n + t] = v
+            return self.keys[layer, :, :, : n + t], self.values[layer, :, :, : n + t]
+        if n == 0:
+            return k, v
+        return torch.cat((self.keys[layer, :, :, :n], k), dim=2), torch.cat((self.values[layer, :, :, :n], v), dim=2)
+
+    def key_slots(self, positions: torch.Tensor, valid: torch.Tensor | None):
+        """Positions and validity of every key a pass with these new tokens attends to."""
+        n = self.length
+        new_valid = valid if valid is not None else torch.ones_like(positions, dtype=torch.bool)
+        key_valid = torch.cat((self.valid[:, :n], new_valid), dim=1)
+        return torch.cat((self.positions[:, :n], positions), dim=1), (None if bool(key_valid.all()) else key_valid)
+
+    def advance(self, positions: torch.Tensor, valid: torch.Tensor | None) -> None:
+        n, t = self.length, positions.shape[1]
+        self.positions[:, n : n + t] = positions
+        self.valid[:, n : n + t] = True if valid is None else valid
+        self.length = n + t
+
+    def trim(self, length: int) -> None:
+        """Forget every slot from `length` on."""
+        if not 0 <= length <= self.length:
+            raise InvalidArgumentError("length", length, f"must be between 0 and the cached length {self.length}")
+        self.length = length

@@ -1,0 +1,167 @@
+"""One decoder for the LLaMA / Qwen2 / Qwen3 family (and LLaDA, whose weights are renamed onto it).
+
+Parameter names follow Hugging Face's LLaMA layout, so those checkpoints load without renaming.
+`forward` returns logits and nothing else.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blockgen.errors import InvalidArgumentError
+from blockgen.models.attention import Attention, build_mask
+from blockgen.models.cache import KVCache
+from blockgen.models.config import ModelConfig
+from blockgen.models.rope import RotaryEmbedding, apply_rotary, ntk_factor_for
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, write: bool):
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(b, t, self.num_kv_heads, self.head_dim)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            k, v = cache.keys_values(layer, k, v, write)  # (B, Hkv, S + T, D)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
+        )  # (B, H, T, D)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = SelfAttention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, cache, layer, write):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, write)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Body(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig, ntk_factor: float = 1.0):
+        super().__init__()
+        self.config = cfg
+        self.model = Body(cfg)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, ntk_factor)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.embed_tokens.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.embed_tokens.weight.dtype
+
+    @property
+    def ntk_factor(self) -> float:
+        return self.rope.ntk_factor
+
+    def set_ntk_factor(self, factor: float) -> None:
+        """Scale RoPE's base by `factor` (1.0 is the trained RoPE)."""
+        self.rope.set_ntk_factor(factor)
+
+    def ntk_factor_for(self, context_length: int) -> float:
+        """The factor the extrapolation law picks for a context of this many tokens (1.0 within the trained length)."""
+        cfg = self.config
+        return ntk_factor_for(
+            context_length, head_dim=cfg.head_dim, theta=cfg.rope_theta, trained_length=cfg.max_position_embeddings
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        attention: Attention = Attention(),
+        cache: KVCache | None = None,
+        write_cache: bool = True,
+        token_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) for input_ids (B, T).
+
+        positions: absolute positions (B, T); by default they continue after the cache.
+        attention: causal, block-causal (with its block size) or bidirectional, over cache + new tokens.
+        cache: keys/values of earlier tokens; the new ones are appended when write_cache is True.
+        token_mask: (B, T) bool, False for padding tokens, which no query attends to.
+        """
+        if input_ids.dim() != 2:
+            raise InvalidArgumentError("input_ids", tuple(input_ids.shape), "must be (batch, tokens)")
+        b, t = input_ids.shape
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + t, device=input_ids.device).expand(b, t)
+        elif positions.shape != input_ids.shape:
+            raise InvalidArgumentError("positions", tuple(positions.shape), f"must match input_ids {(b, t)}")
+        if cache is not None:
+            cache.check_room(t if write_cache else 0, b)
+            key_positions, key_valid = cache.key_slots(positions, token_mask)
+        else:
+            key_positions, key_valid = positions, token_mask
+        mask = build_mask(attention, positions, key_positions, key_valid, token_mask)
+
+        h = self.model.embed_tokens(input_ids)
+        cos, sin = self.rope(positions, h.dtype)
+        for i, layer in enumerate(self.model.layers):
+            h = layer(h, cos, sin, mask, cache, i, write_cache)
+        if cache is not None and write_cache:
+            cache.advance(positions, token_mask)
+        h = self.model.norm(h)
+        if self.config.tie_word_embeddings:
+            return F.linear(h, self.model.embed_tokens.weight)
+        return self.lm_head(h)

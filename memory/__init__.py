@@ -1,0 +1,1 @@
+"""Memory of finished blocks (summary tokens, retrieval, entities). Installed as `blockgen.memory`."""
