@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from blockgen.errors import CheckpointNotFoundError, CorruptCheckpointError
-from blockgen.loading.cache_home import cache_home, converted_dir, default_gguf_path
+from blockgen.loading.conversion_cache import cache_home, converted_dir, default_gguf_path
 from blockgen.loading.gguf_file import convert_gguf
 from blockgen.loading.weights import build_decoder, read_safetensors, refuse_pickle, safetensors_files
 from blockgen.models.config import config_from_dict

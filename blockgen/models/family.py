@@ -71,7 +71,8 @@ def family_from_config(raw: dict, tokenizer=None, path: str | Path = "config.jso
     attention, shift, block, mask_names = _KINDS[model_type]
     block = int(raw.get("bd_size") or raw.get("block_size") or block)
     mask_id = _mask_token_id(raw, tokenizer, mask_names)
-    override = raw.get("blockgen") or {}
+    override = raw.get("blockgen")
+    override = {} if override is None else override
     if not isinstance(override, dict):
         raise ConfigError(path, "blockgen", "must be an object")
     try:

@@ -1,0 +1,60 @@
+"""The `blockgen` command: generate and info, on a tiny checkpoint and on the embedded default."""
+
+import subprocess
+import sys
+
+import pytest
+from helpers import save_checkpoint, tiny_hf_model
+
+import blockgen
+from blockgen.cli import main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return save_checkpoint(tiny_hf_model("qwen2"), tmp_path_factory.mktemp("cli") / "ckpt")
+
+
+def test_generate_on_a_checkpoint_directory(ckpt, capsys):
+    assert main(["generate", "The river", "--model", str(ckpt), "--max-new-tokens", "5", "--raw"]) == 0
+    out, err = capsys.readouterr()
+    expected = blockgen.load(ckpt).generate("The river", max_new_tokens=5)
+    assert out == expected + "\n"
+    assert "tokens in" in err and "loaded in" in err
+
+
+def test_info_describes_the_model(ckpt, capsys):
+    assert main(["info", "--model", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2" in out and "attention=causal" in out and "4/2 heads of 16" in out
+
+
+def test_errors_exit_2_with_the_reason(tmp_path, capsys):
+    assert main(["generate", "hi", "--model", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["generate", "hi", "--model", str(tmp_path), "--dtype", "int3"]) == 2
+    assert "dtype" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quickstart_command_on_the_default():
+    result = subprocess.run(
+        [sys.executable, "-m", "blockgen.cli", "generate", "What is the capital of France?", "--max-new-tokens", "24"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+@pytest.mark.slow
+def test_example_script_runs():
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "load_and_generate.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "Name one planet."], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert "llama, 30 layers" in result.stdout and "family: Family(" in result.stdout
