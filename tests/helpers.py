@@ -1,5 +1,5 @@
 """Tiny real checkpoints for tests: transformers models from small configs with random weights, saved to disk with a
-tokenizer trained here, then loaded through the same path users take."""
+tokenizer built here, then loaded through the same path users take."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ from pathlib import Path
 
 import torch
 
-CORPUS = [
-    "The river ran past the old mill and the children watched the boats.",
-    "A report on tides: the moon pulls the sea, and the water rises twice a day.",
-    "She opened the door, lit the lamp and began to write the first chapter.",
-    "Numbers 0 1 2 3 4 5 6 7 8 9 and words, sentences, paragraphs.",
-]
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -21,21 +15,25 @@ CHAT_TEMPLATE = (
 )
 
 
-def make_tokenizer(vocab_size: int = 128):
-    """A byte-level BPE tokenizer trained on a few sentences, wrapped as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+MERGES = [("t", "h"), ("h", "e"), ("th", "e"), ("Ġ", "t"), ("Ġt", "he"), ("i", "n"), ("e", "r")]
+
+
+def make_tokenizer():
+    """A byte-level BPE tokenizer with a fixed vocabulary (special tokens, the 256 byte symbols, a few merges),
+    wrapped as a transformers fast tokenizer. Built, not trained, so every call gives the same ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
+    symbols = SPECIAL + sorted(pre_tokenizers.ByteLevel.alphabet())
+    symbols += ["".join(pair) for pair in MERGES]
+    tok = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(symbols)}, merges=MERGES))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()[:40]
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(
+    wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", chat_template=CHAT_TEMPLATE
     )
+    wrapped.add_special_tokens({"additional_special_tokens": SPECIAL[1:]})
+    return wrapped
 
 
 def tiny_hf_model(arch: str = "llama", *, tie: bool = False, seed: int = 0, vocab_size: int | None = None, **overrides):
@@ -140,3 +138,69 @@ def write_llada_checkpoint(model, directory: Path) -> Path:
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     tokenizer.save_pretrained(directory)
     return directory
+
+
+_GGUF_LAYER = {
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+_GGUF_TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+
+
+def write_gguf(model, path: Path, arch: str) -> Path:
+    """A tiny transformers model written as GGUF the way llama.cpp lays it out (LLaMA q/k rows permuted into
+    interleaved rotary pairs), with this module's tokenizer in the GGUF metadata."""
+    import gguf
+    import numpy as np
+
+    cfg, tok = model.config, make_tokenizer()
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_block_count(cfg.num_hidden_layers)
+    writer.add_context_length(cfg.max_position_embeddings)
+    writer.add_embedding_length(cfg.hidden_size)
+    writer.add_feed_forward_length(cfg.intermediate_size)
+    writer.add_head_count(cfg.num_attention_heads)
+    writer.add_head_count_kv(cfg.num_key_value_heads)
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    writer.add_rope_freq_base(cfg.rope_parameters["rope_theta"])
+    vocab = [token for token, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(vocab)
+    writer.add_token_types([3 if token in SPECIAL else 1 for token in vocab])
+    writer.add_token_merges([" ".join(pair) for pair in MERGES])
+    writer.add_bos_token_id(tok.eos_token_id)
+    writer.add_eos_token_id(tok.eos_token_id)
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue  # a tied head is the embedding: llama.cpp writes no output.weight then
+        array = tensor.float().numpy()
+        if name.startswith("model.layers."):
+            _, _, layer, rest = name.split(".", 3)
+            part, kind = rest.rsplit(".", 1)
+            if arch == "llama" and part in ("self_attn.q_proj", "self_attn.k_proj"):
+                heads = cfg.num_attention_heads if part.endswith("q_proj") else cfg.num_key_value_heads
+                rows = array.shape[0]
+                array = array.reshape(heads, 2, rows // heads // 2, *array.shape[1:]).swapaxes(1, 2).reshape(array.shape)
+            name = f"blk.{layer}.{_GGUF_LAYER[part]}.{kind}"
+        else:
+            name = _GGUF_TOP[name]
+        writer.add_tensor(name, np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
