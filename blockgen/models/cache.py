@@ -33,6 +33,7 @@ class KVCache:
         self.positions = torch.zeros(batch_size, capacity, dtype=torch.long, device=device)
         self.valid = torch.zeros(batch_size, capacity, dtype=torch.bool, device=device)
         self.capacity, self.length = capacity, 0
+        self._padded_upto = 0  # slots before this index may hold padding; none after it
 
     @classmethod
     def for_model(cls, model, batch_size: int, capacity: int) -> "KVCache":
@@ -67,18 +68,23 @@ class KVCache:
     def key_slots(self, positions: torch.Tensor, valid: torch.Tensor | None):
         """Positions and validity of every key a pass with these new tokens attends to."""
         n = self.length
+        key_positions = torch.cat((self.positions[:, :n], positions), dim=1)
+        if valid is None and self._padded_upto == 0:
+            return key_positions, None
         new_valid = valid if valid is not None else torch.ones_like(positions, dtype=torch.bool)
-        key_valid = torch.cat((self.valid[:, :n], new_valid), dim=1)
-        return torch.cat((self.positions[:, :n], positions), dim=1), (None if bool(key_valid.all()) else key_valid)
+        return key_positions, torch.cat((self.valid[:, :n], new_valid), dim=1)
 
     def advance(self, positions: torch.Tensor, valid: torch.Tensor | None) -> None:
         n, t = self.length, positions.shape[1]
         self.positions[:, n : n + t] = positions
         self.valid[:, n : n + t] = True if valid is None else valid
         self.length = n + t
+        if valid is not None:
+            self._padded_upto = self.length
 
     def trim(self, length: int) -> None:
         """Forget every slot from `length` on."""
         if not 0 <= length <= self.length:
             raise InvalidArgumentError("length", length, f"must be between 0 and the cached length {self.length}")
         self.length = length
+        self._padded_upto = min(self._padded_upto, length)

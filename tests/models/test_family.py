@@ -22,15 +22,18 @@ def _tokenizer(mask_string=None, as_mask_token=False):
         ({"model_type": "llama"}, None, (AttentionKind.CAUSAL, True, None, 1)),
         ({"model_type": "Dream", "mask_token_id": 151666}, None, (AttentionKind.BIDIRECTIONAL, True, 151666, 32)),
         ({"model_type": "Fast_dLLM_QWen", "bd_size": 32}, _tokenizer("|<MASK>|"),
-         (AttentionKind.BLOCK_CAUSAL, True, 128, 32)),
-        ({"model_type": "sdar", "block_size": 8}, _tokenizer("<|MASK|>"), (AttentionKind.BLOCK_CAUSAL, False, 128, 8)),
+         (AttentionKind.BLOCK_CAUSAL, True, "|<MASK>|", 32)),
+        ({"model_type": "sdar", "block_size": 8}, _tokenizer("<|MASK|>"), (AttentionKind.BLOCK_CAUSAL, False, "<|MASK|>", 8)),
         ({"model_type": "llada", "mask_token_id": 126336}, None, (AttentionKind.BIDIRECTIONAL, False, 126336, 32)),
-        ({"model_type": "qwen3"}, _tokenizer("<mask>", as_mask_token=True), (AttentionKind.CAUSAL, True, 128, 1)),
-        ({"model_type": "sdar"}, _tokenizer("<|MASK|>"), (AttentionKind.BLOCK_CAUSAL, False, 128, 4)),
+        ({"model_type": "qwen3"}, _tokenizer("<mask>", as_mask_token=True), (AttentionKind.CAUSAL, True, "<mask>", 1)),
+        ({"model_type": "sdar"}, _tokenizer("<|MASK|>"), (AttentionKind.BLOCK_CAUSAL, False, "<|MASK|>", 4)),
     ],
     ids=["llama", "dream", "fast-dllm-v2", "sdar", "llada", "qwen3-tokenizer-mask", "sdar-default-block"],
 )
 def test_family_records(raw, tokenizer, expected):
+    if isinstance(expected[2], str):  # a mask token string: its id comes from the tokenizer
+        expected = (*expected[:2], tokenizer.convert_tokens_to_ids(expected[2]), expected[3])
+        assert expected[2] == len(make_tokenizer())  # the token was added to the vocabulary
     family = family_from_config(raw, tokenizer)
     assert (family.attention, family.logit_shift, family.mask_token_id, family.block_size) == expected
     assert family.exact_cache == (family.attention is not AttentionKind.BIDIRECTIONAL)
