@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from blockgen.autoregressive import greedy_tokens
 from blockgen.errors import CheckpointNotFoundError, InvalidArgumentError
 from blockgen.loading import checkpoint_dir, load_decoder
 from blockgen.models.config import ModelConfig
@@ -108,10 +109,79 @@ class LoadedModel:
     def decode(self, ids: list[int], *, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
-    def generate(self, prompt: str | list[dict] | list[int], *, max_new_tokens: int = 64, chat: bool = False) -> str:
-        """Greedy continuation (one token per forward pass, KV cached), as text without the prompt."""
-        ids = self.encode(prompt, chat=chat)
-        return self.decode(list(greedy_tokens(self.model, ids, max_new_tokens, self.stop_token_ids)))
+    # ---- generation: three tiers over blockgen.engine.decode
+    def _batch(self, prompt, chat: bool) -> tuple[list[list[int]], bool]:
+        """Token ids of one prompt or of a batch: a list of strings, of message lists or of token-id lists."""
+        if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+            if not all(isinstance(p, str) for p in prompt) and any(isinstance(p, str) for p in prompt):
+                raise InvalidArgumentError("prompt", prompt, "a batch must be all strings or all lists")
+            return [self.encode(p, chat=chat) for p in prompt], True
+        return [self.encode(prompt, chat=chat)], False
+
+    @contextmanager
+    def _ntk(self, config, prompts: list[list[int]]):
+        previous = self.model.ntk_factor
+        factor = config.ntk_factor
+        if factor == "auto":
+            block = config.block_size or self.family.block_size
+            factor = self.model.ntk_factor_for(max(map(len, prompts)) + config.max_new_tokens + block)
+        if factor is not None:
+            self.model.set_ntk_factor(factor)
+        try:
+            yield
+        finally:
+            self.model.set_ntk_factor(previous)
+
+    def events(self, prompt, *, chat: bool = False, scheduler=None, **options) -> Iterator:
+        """Tier 1: the decode loop's events (StepEvent, BlockEvent, FinishEvent) for progress displays."""
+        from blockgen.engine import DecodeSettings, GenerationConfig, decode
+
+        config = GenerationConfig.build(**options)
+        prompts, _ = self._batch(prompt, chat)
+        block = config.block_size or self.family.block_size
+        settings = DecodeSettings(
+            max_new_tokens=config.max_new_tokens, block_size=block, steps=config.steps or block, cache=config.cache,
+            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+            stop_token_ids=self.stop_token_ids,
+            generator=None if config.seed is None else torch.Generator(self.device).manual_seed(config.seed),
+        )
+        with self._ntk(config, prompts):
+            yield from decode(self.model, self.family, scheduler or config.make_scheduler(), prompts, settings)
+
+    def stream(self, prompt, *, chat: bool = False, scheduler=None, **options) -> Iterator:
+        """Tier 2: GenerationChunks (row, text delta, tokens, finish reason, running stats) as text is committed.
+
+        Options are GenerationConfig's fields (max_new_tokens, block_size, steps, scheduler, threshold, temperature,
+        top_k, top_p, seed, cache, stop, ntk_factor, ...); `scheduler` may also be a scheduler object (for example
+        diffusers' BlockRefinementScheduler).
+        """
+        from blockgen.engine import GenerationConfig, stream
+
+        if scheduler is not None and not isinstance(scheduler, str):
+            config = GenerationConfig.build(**options)
+        else:
+            config = GenerationConfig.build(**options, **({"scheduler": scheduler} if scheduler else {}))
+            scheduler = None
+        prompts, _ = self._batch(prompt, chat)
+        with self._ntk(config, prompts):
+            yield from stream(self.model, self.family, self.tokenizer, prompts, config,
+                              stop_token_ids=self.stop_token_ids, scheduler=scheduler)
+
+    def generate_results(self, prompt, *, chat: bool = False, scheduler=None, **options) -> list:
+        """Blocking: one GenerationResult (text, tokens, finish_reason, stats) per prompt of the batch."""
+        from blockgen.engine import collect
+
+        n = len(self._batch(prompt, chat)[0])
+        return collect(self.stream(prompt, chat=chat, scheduler=scheduler, **options), n)
+
+    def generate(self, prompt, *, chat: bool = False, scheduler=None, **options) -> str | list[str]:
+        """Tier 3: the generated text (a list of texts for a batch of prompts).
+
+        prompt: a string, chat messages, token ids, or a list of any one of these (a batch).
+        chat=True wraps a string prompt in the chat template as a user message.
+        """
+        results = self.generate_results(prompt, chat=chat, scheduler=scheduler, **options)
+        return [r.text for r in results] if self._batch(prompt, chat)[1] else results[0].text
 
 
 def _stop_ids(raw: dict, tokenizer) -> tuple[int, ...]:

@@ -82,6 +82,11 @@ class KVCache:
         if valid is not None:
             self._padded_upto = self.length
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only these batch rows (finished sequences leave the batch)."""
+        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
+        self.positions, self.valid = self.positions[rows], self.valid[rows]
+
     def trim(self, length: int) -> None:
         """Forget every slot from `length` on."""
         if not 0 <= length <= self.length:

@@ -1,0 +1,215 @@
+"""The text tiers over the decode loop: a stream of text deltas with stats, and a blocking generate.
+
+`GenerationConfig` validates every option at the boundary; `stream` turns decode events into per-row text deltas
+(each committed token reaches the stream exactly once, in order); `generate` collects them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blockgen.engine.decode import BlockEvent, DecodeSettings, FinishEvent, StepEvent, decode
+from blockgen.engine.schedulers import make_scheduler
+from blockgen.errors import InvalidArgumentError
+
+SCHEDULER_NAMES = ("threshold", "low_confidence", "factor", "random", "margin", "entropy")
+
+
+class GenerationConfig(BaseModel):
+    """Options of one generation. None means: the checkpoint family's default (block size) or one step per token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(128, ge=1, le=1_000_000)
+    block_size: int | None = Field(None, ge=1, le=4096)
+    steps: int | None = Field(None, ge=1, le=4096, description="refinement steps per block")
+    scheduler: Literal[SCHEDULER_NAMES] = "threshold"
+    threshold: float = Field(0.9, ge=0.0, le=1.0)
+    factor: float = Field(1.0, gt=0.0)
+    editing_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    temperature: float = Field(0.0, ge=0.0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    seed: int | None = None
+    cache: Literal["auto", "exact", "prefix", "dual", "none"] = "auto"
+    stop: tuple[str, ...] = ()
+    ntk_factor: float | Literal["auto"] | None = None
+
+    @classmethod
+    def build(cls, **options) -> "GenerationConfig":
+        """Construct from keyword options; a bad option raises InvalidArgumentError naming it and its value."""
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err["loc"]) or "options"
+            raise InvalidArgumentError(name, err.get("input"), err["msg"]) from None
+
+    def make_scheduler(self):
+        if self.scheduler in ("random", "margin", "entropy"):
+            return make_scheduler("low_confidence", confidence=self.scheduler, editing_threshold=self.editing_threshold)
+        extra = {"threshold": {"threshold": self.threshold}, "factor": {"factor": self.factor}}.get(self.scheduler, {})
+        return make_scheduler(self.scheduler, editing_threshold=self.editing_threshold, **extra)
+
+
+@dataclass
+class GenerationStats:
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    forward_passes: int = 0
+    forward_tokens: int = 0  # tokens run through the model, per row, summed over passes
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.generated_tokens / self.forward_passes if self.forward_passes else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class GenerationChunk:
+    """A piece of one row's output: new text and tokens (possibly empty), and its finish reason on the last chunk."""
+
+    row: int
+    text: str
+    tokens: list[int]
+    finish_reason: str | None
+    stats: GenerationStats
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    stats: GenerationStats = field(default_factory=GenerationStats)
+
+
+class _RowText:
+    """Incremental decoding of one row. Text is emitted once final: never a partial UTF-8 character, never the
+    beginning of what may turn out to be a stop string; tokens are emitted with the text they spell."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...]):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.emitted_text, self.emitted_tokens = "", 0
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def stop_at(self, tokens: list[int]) -> int | None:
+        """How many tokens come before the first stop string in their text, or None when there is none."""
+        text = self._text(tokens)
+        hits = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
+        if not hits:
+            return None
+        n = len(tokens)
+        while n > 0 and len(self._text(tokens[:n])) > min(hits):
+            n -= 1
+        return n
+
+    def _safe_length(self, text: str) -> int:
+        """Length of the prefix of text that can be shown now."""
+        end = len(text)
+        if text.endswith("\ufffd"):
+            end = len(text.rstrip("\ufffd"))
+        for stop in self.stops:  # hold back a tail that could grow into a stop string
+            for k in range(min(len(stop) - 1, end), 0, -1):
+                if text[end - k : end] == stop[:k]:
+                    end -= k
+                    break
+        return end
+
+    def advance(self, tokens: list[int], final: bool) -> tuple[str, list[int]]:
+        text = self._text(tokens)
+        if final:
+            for stop in self.stops:
+                text = text.split(stop, 1)[0]
+            show, n = len(text), len(tokens)
+        else:
+            show, n = self._safe_length(text), len(tokens)
+            if show < len(text):  # emit only the tokens whose text is shown
+                while n > self.emitted_tokens and len(self._text(tokens[:n])) > show:
+                    n -= 1
+                show = len(self._text(tokens[:n]))
+        delta = text[len(self.emitted_text) : show]
+        new = tokens[self.emitted_tokens : n]
+        self.emitted_text, self.emitted_tokens = text[:show], max(n, self.emitted_tokens)
+        return delta, new
+
+
+def stream(
+    model,
+    family,
+    tokenizer,
+    prompts: list[list[int]],
+    config: GenerationConfig,
+    *,
+    stop_token_ids: tuple[int, ...] = (),
+    scheduler=None,
+) -> Iterator[GenerationChunk]:
+    """Chunks of text per row, in commit order of each row's contiguous prefix; every row ends with a chunk whose
+    finish_reason is "stop" (EOS or a stop string) or "length" (max_new_tokens)."""
+    scheduler = scheduler if scheduler is not None else config.make_scheduler()
+    block = config.block_size or family.block_size
+    generator = None
+    if config.seed is not None:
+        generator = torch.Generator(device=model.device).manual_seed(config.seed)
+    settings = DecodeSettings(
+        max_new_tokens=config.max_new_tokens,
+        block_size=block,
+        steps=config.steps or block,
+        cache=config.cache,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        stop_token_ids=tuple(stop_token_ids),
+        generator=generator,
+    )
+    rows = [_RowText(tokenizer, config.stop) for _ in prompts]
+    stop_check = (lambda row, tokens: rows[row].stop_at(tokens)) if config.stop else None
+    stats = [GenerationStats(prompt_tokens=len(p)) for p in prompts]
+    start = time.perf_counter()
+    live = set(range(len(prompts)))
+    for event in decode(model, family, scheduler, prompts, settings, stop_check):
+        now = time.perf_counter() - start
+        if isinstance(event, StepEvent):
+            for row in live:
+                stats[row].forward_passes += 1
+                stats[row].forward_tokens += event.forward_tokens
+                stats[row].seconds = now
+            for row, tokens in event.stable.items():
+                text, new = rows[row].advance(tokens, final=False)
+                stats[row].generated_tokens = len(tokens)
+                if new:
+                    yield GenerationChunk(row, text, new, None, stats[row])
+        elif isinstance(event, FinishEvent):
+            live.discard(event.row)
+            text, new = rows[event.row].advance(event.tokens, final=True)
+            stats[event.row].generated_tokens, stats[event.row].seconds = len(event.tokens), now
+            yield GenerationChunk(event.row, text, new, event.reason, stats[event.row])
+        elif isinstance(event, BlockEvent):
+            continue
+
+
+def collect(chunks: Iterator[GenerationChunk], n: int) -> list[GenerationResult]:
+    """Blocking: gather a stream of n rows into one GenerationResult per row."""
+    texts: list[list[str]] = [[] for _ in range(n)]
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    results: list[GenerationResult | None] = [None] * n
+    for chunk in chunks:
+        texts[chunk.row].append(chunk.text)
+        tokens[chunk.row].extend(chunk.tokens)
+        if chunk.finish_reason is not None:
+            results[chunk.row] = GenerationResult(
+                "".join(texts[chunk.row]), tokens[chunk.row], chunk.finish_reason, chunk.stats
+            )
+    return results

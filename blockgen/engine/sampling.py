@@ -1,0 +1,65 @@
+"""Drawing candidate tokens from logits, and the confidence of each candidate."""
+
+from __future__ import annotations
+
+import torch
+
+from blockgen.errors import InvalidArgumentError
+
+CONFIDENCES = ("probability", "margin", "entropy", "random")
+
+
+def filter_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    if top_k is None or top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    if top_p is None or top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    drop = cumulative > top_p
+    drop[..., 1:] = drop[..., :-1].clone()  # keep the token that crosses top_p
+    drop[..., 0] = False
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Token ids (...,) from logits (..., V): argmax at temperature 0, else Gumbel-max in float64 (as LLaDA does)."""
+    if temperature < 0:
+        raise InvalidArgumentError("temperature", temperature, "must be >= 0")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise InvalidArgumentError("top_p", top_p, "must be in (0, 1]")
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    filtered = filter_top_p(filter_top_k(logits.double(), top_k), top_p)
+    noise = torch.rand(filtered.shape, dtype=torch.float64, device=filtered.device, generator=generator)
+    # argmax(exp(l) / (-log u)^T) == argmax(l / T + Gumbel): LLaDA's float64 form
+    return (filtered.exp() / (-torch.log(noise)) ** temperature).argmax(dim=-1)
+
+
+def confidence_of(
+    logits: torch.Tensor, tokens: torch.Tensor, kind: str = "probability", generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Confidence (...,) of the candidate tokens: its probability, the top-2 margin, negative entropy, or random."""
+    if kind == "random":
+        return torch.rand(tokens.shape, device=tokens.device, generator=generator)
+    probs = logits.float().softmax(-1)
+    if kind == "probability":
+        return probs.gather(-1, tokens[..., None])[..., 0]
+    if kind == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    if kind == "entropy":
+        return (probs * torch.log(probs.clamp_min(1e-12))).sum(-1)
+    raise InvalidArgumentError("confidence", kind, f"must be one of {CONFIDENCES}")
