@@ -204,3 +204,20 @@ def write_gguf(model, path: Path, arch: str) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def diffusion_checkpoint(directory: Path, *, attention: str = "block_causal", shift: bool = False,
+                         block_size: int = 4, arch: str = "llama", seed: int = 0) -> Path:
+    """A tiny checkpoint that decodes as a block-diffusion model: random weights with a wide init (so confidences
+    spread between ~0.1 and ~0.99 and thresholds commit several tokens at once), and a "blockgen" family record."""
+    model = tiny_hf_model(arch, seed=seed, initializer_range=0.5)
+    save_checkpoint(model, directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["blockgen"] = {
+        "attention": attention,
+        "logit_shift": shift,
+        "block_size": block_size,
+        "mask_token_id": make_tokenizer().convert_tokens_to_ids("<|mask|>"),
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    return directory

@@ -8,8 +8,9 @@ never edited) and to the prompt's end for bidirectional ones (as LLaDA and Dream
 Caches:
 - "exact" (causal, block-causal): keys/values of finished blocks are written once; each step runs the blocks not yet
   cached plus the current one and keeps only the former.
-- "prefix" / "dual" (bidirectional, Fast-dLLM): a full pass at each block start caches the prefix (and, for dual, the
-  suffix of masked blocks); later steps in the block reuse it. Approximate.
+- "prefix" / "dual" (Fast-dLLM, for bidirectional models): a full pass at each block start caches the prefix (and,
+  for dual, the suffix of masked blocks); later steps in the block reuse it. Approximate for bidirectional models;
+  exact (though slower than "exact") for causal and block-causal ones, whose blocks never see later columns.
 - "none": every step recomputes the whole context (up to the current block; the whole canvas when bidirectional).
 """
 
@@ -77,9 +78,6 @@ def resolve_cache(mode: str, family: Family) -> str:
     bidirectional = family.attention is AttentionKind.BIDIRECTIONAL
     if mode == "auto":
         return "dual" if bidirectional else "exact"
-    if mode in ("prefix", "dual") and not bidirectional:
-        raise InvalidArgumentError("cache", mode, f"prefix/dual caches are for bidirectional models; "
-                                   f"a {family.attention.value} model is cached exactly with 'exact'")
     if mode == "exact" and bidirectional:
         raise InvalidArgumentError("cache", mode, "a bidirectional model has no exact KV cache; use 'none' "
                                    "(exact, uncached) or 'prefix' / 'dual' (approximate)")
@@ -205,9 +203,10 @@ def decode(
     for k in range(batch.n_blocks):
         lo, hi = batch.start_col + k * block, batch.start_col + (k + 1) * block
         in_block = batch.editable[:, lo:hi]
-        post = torch.zeros(len(batch.rows), dtype=torch.long, device=device)
+        post = torch.zeros(len(batch.rows), dtype=torch.long, device=device)  # passes after a row's masks are gone
+        mask_steps = torch.zeros_like(post)  # passes while a row still had masks
         active = in_block.any(-1)
-        step = 0
+        step, timestep = 0, 0  # all passes in this block; passes while any row had masks (the scheduler's clock)
         while bool(active.any()):
             masks_pre = (batch.x[:, lo:hi] == mask_id) & in_block
             has_masks = masks_pre.any(-1)
@@ -249,11 +248,14 @@ def decode(
                 logits = torch.cat((first, block_out[:, : block - 1]), dim=1) if block > 1 else first
             else:
                 logits = block_out
+            if mask_id >= 0:  # the mask token is never a prediction
+                logits = logits.clone()
+                logits[..., mask_id] = float("-inf")
             # ---- scheduler step on the block; only editable positions of active rows may change
             sample = batch.x[:, lo:hi]
             result = scheduler.step(
                 logits,
-                step,
+                timestep,
                 sample,
                 mask_token_id=mask_id,
                 temperature=s.temperature,
@@ -269,13 +271,16 @@ def decode(
             changed = transfer | edits
             batch.x[:, lo:hi] = torch.where(changed, result.sampled_tokens, sample)
             masks_after = ((batch.x[:, lo:hi] == mask_id) & in_block).any(-1)
-            if bool((has_masks & ~transfer.any(-1)).any()):
-                if step > 4 * max(block, s.steps):
-                    raise BlockgenError(f"scheduler {type(scheduler).__name__} committed nothing for "
-                                        f"{step} steps in block {k}")
+            if bool((has_masks & active & ~transfer.any(-1)).any()) and step > 4 * max(block, s.steps):
+                raise BlockgenError(f"{type(scheduler).__name__} committed nothing in block {k} after {step} steps")
+            mask_steps = mask_steps + has_masks.long()
+            timestep += int(bool((has_masks & active).any()))
+            # Go on while masks remain; with editing, also for passes that still change tokens (the first pass after
+            # the last commit runs regardless, unless the step budget is spent), as LLaDA2.1's loop does.
             active = active & (
-                (has_masks & (masks_after | editing))
-                | (~has_masks & editing & edits.any(-1) & (post <= s.max_post_steps))
+                masks_after
+                | (editing & has_masks & (mask_steps < s.steps))
+                | (editing & ~has_masks & edits.any(-1) & (post <= s.max_post_steps))
             )
             event = StepEvent(k, step, forward_tokens, int(transfer.sum()), int(edits.sum()))
             finished = _settle(batch, event, mask_id, stop_ids, lo, active, editing, stop_check)
