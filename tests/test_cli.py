@@ -20,7 +20,23 @@ def test_generate_on_a_checkpoint_directory(ckpt, capsys):
     out, err = capsys.readouterr()
     expected = blockgen.load(ckpt).generate("The river", max_new_tokens=5)
     assert out == expected + "\n"
-    assert "tokens in" in err and "loaded in" in err
+    assert "tokens/forward" in err and "loaded in" in err and "finish: " in err
+
+
+def test_generate_with_block_diffusion_options(tmp_path, capsys):
+    from helpers import diffusion_checkpoint
+
+    path = diffusion_checkpoint(tmp_path / "bd")
+    argv = ["generate", "The river", "--model", str(path), "--raw", "--max-new-tokens", "24", "--block-size", "8",
+            "--scheduler", "threshold", "--threshold", "0.5", "--cache", "exact", "--seed", "1"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    expected = blockgen.load(path).generate("The river", max_new_tokens=24, block_size=8, threshold=0.5, seed=1)
+    assert out == expected + "\n"
+    per_forward = float(err.split(" tokens/forward")[0].rsplit("(", 1)[1])
+    assert per_forward > 1.0
+    assert main(argv[:-2] + ["--temperature", "-2"]) == 2
+    assert "temperature" in capsys.readouterr().err
 
 
 def test_info_describes_the_model(ckpt, capsys):

@@ -42,6 +42,7 @@ class DecodeSettings:
     stop_token_ids: tuple[int, ...] = ()
     max_post_steps: int = 16  # extra passes after a block's masks are gone, while editing changes tokens
     generator: torch.Generator | None = None
+    extend_context: bool = False  # allow positions past the trained length (the caller chose an NTK factor)
 
 
 @dataclass
@@ -148,7 +149,7 @@ def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSe
         raise InvalidArgumentError("steps", s.steps, "must be >= 1")
     longest = max(len(p) for p in prompts) + s.max_new_tokens + s.block_size
     trained = model.config.max_position_embeddings
-    if longest > trained and model.ntk_factor == 1.0:
+    if longest > trained and model.ntk_factor == 1.0 and not s.extend_context:
         raise InvalidArgumentError(
             "max_new_tokens",
             s.max_new_tokens,

@@ -51,6 +51,22 @@ class GenerationConfig(BaseModel):
             name = ".".join(str(p) for p in err["loc"]) or "options"
             raise InvalidArgumentError(name, err.get("input"), err["msg"]) from None
 
+    def decode_settings(self, family, device, stop_token_ids: tuple[int, ...] = ()) -> DecodeSettings:
+        block = self.block_size or family.block_size
+        generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
+        return DecodeSettings(
+            max_new_tokens=self.max_new_tokens,
+            block_size=block,
+            steps=self.steps or block,
+            cache=self.cache,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            stop_token_ids=tuple(stop_token_ids),
+            generator=generator,
+            extend_context=self.ntk_factor is not None,
+        )
+
     def make_scheduler(self):
         if self.scheduler in ("random", "margin", "entropy"):
             return make_scheduler("low_confidence", confidence=self.scheduler, editing_threshold=self.editing_threshold)
@@ -159,21 +175,7 @@ def stream(
     """Chunks of text per row, in commit order of each row's contiguous prefix; every row ends with a chunk whose
     finish_reason is "stop" (EOS or a stop string) or "length" (max_new_tokens)."""
     scheduler = scheduler if scheduler is not None else config.make_scheduler()
-    block = config.block_size or family.block_size
-    generator = None
-    if config.seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(config.seed)
-    settings = DecodeSettings(
-        max_new_tokens=config.max_new_tokens,
-        block_size=block,
-        steps=config.steps or block,
-        cache=config.cache,
-        temperature=config.temperature,
-        top_k=config.top_k,
-        top_p=config.top_p,
-        stop_token_ids=tuple(stop_token_ids),
-        generator=generator,
-    )
+    settings = config.decode_settings(family, model.device, stop_token_ids)
     rows = [_RowText(tokenizer, config.stop) for _ in prompts]
     stop_check = (lambda row, tokens: rows[row].stop_at(tokens)) if config.stop else None
     stats = [GenerationStats(prompt_tokens=len(p)) for p in prompts]

@@ -15,19 +15,6 @@ pytestmark = pytest.mark.slow
 PROMPTS = ["The capital of France is", "Once upon a time, in a quiet village by the sea,", "def fibonacci(n):"]
 
 
-@pytest.fixture(scope="module")
-def default_lm():
-    return blockgen.load("default", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def reference():
-    from transformers import AutoModelForCausalLM
-
-    gguf = home.default_gguf_path()
-    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-
-
 def test_default_is_smollm2_from_the_wheel(default_lm):
     cfg = default_lm.config
     assert (cfg.architecture, cfg.num_layers, cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads) == ("llama", 30, 576, 9, 3)

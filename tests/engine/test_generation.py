@@ -1,0 +1,152 @@
+"""Variable length, stop conditions, batches, streaming and input validation of the generation tiers."""
+
+import pytest
+import torch
+
+from blockgen.engine import DecodeSettings, FinishEvent, StepEvent, ThresholdScheduler, decode
+from blockgen.errors import InvalidArgumentError
+
+
+def _prompt(length, seed=0):
+    return torch.randint(4, 267, (length,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _finish(lm, prompts, stop_token_ids=(), **settings):
+    settings = DecodeSettings(stop_token_ids=stop_token_ids, **{"block_size": 4, "steps": 4, **settings})
+    events = list(decode(lm.model, lm.family, ThresholdScheduler(threshold=0.5), prompts, settings))
+    return {e.row: (e.tokens, e.reason) for e in events if isinstance(e, FinishEvent)}
+
+
+def test_eos_stops_once_everything_before_it_is_committed(block_lm):
+    prompt = [_prompt(9, seed=11)]
+    free, reason = _finish(block_lm, prompt, max_new_tokens=40)[0]
+    assert reason == "length" and len(free) == 40
+    eos = free[17]
+    first = free.index(eos)
+    stopped, reason = _finish(block_lm, prompt, stop_token_ids=(eos,), max_new_tokens=40)[0]
+    assert reason == "stop" and stopped == free[:first]
+
+
+def test_max_new_tokens_is_exact(block_lm):
+    for n in (1, 3, 4, 13):
+        tokens, reason = _finish(block_lm, [_prompt(6)], max_new_tokens=n)[0]
+        assert len(tokens) == n and reason == "length"
+
+
+@pytest.mark.parametrize("lm_name,cache", [("block_lm", "exact"), ("shifted_block_lm", "exact"),
+                                           ("llada_lm", "none"), ("llada_lm", "dual")])
+def test_batch_equals_single_prompts(request, lm_name, cache):
+    lm = request.getfixturevalue(lm_name)
+    prompts = [_prompt(5, 1), _prompt(11, 2), _prompt(8, 3), _prompt(2, 4)]
+    block = 4 if lm_name != "llada_lm" else 8
+    batch = _finish(lm, prompts, max_new_tokens=15, cache=cache, block_size=block, steps=block)
+    singles = [_finish(lm, [p], max_new_tokens=15, cache=cache, block_size=block, steps=block)[0] for p in prompts]
+    assert [batch[i] for i in range(4)] == singles
+
+
+def test_rows_finish_on_their_own(block_lm):
+    prompts = [_prompt(6, 5), _prompt(9, 6)]
+    free = _finish(block_lm, prompts, max_new_tokens=30)
+    eos = free[0][0][5]  # a token the first row produces early
+    stopped = _finish(block_lm, prompts, stop_token_ids=(eos,), max_new_tokens=30)
+    assert stopped[0] == (free[0][0][: free[0][0].index(eos)], "stop")
+    second = free[1][0]
+    assert stopped[1][0] == (second[: second.index(eos)] if eos in second else second)
+
+
+def test_stream_yields_every_committed_token_once_in_order(block_lm):
+    prompts = ["The river ran", "Once there was a thin line of"]
+    seen = {0: [], 1: []}
+    texts = {0: "", 1: ""}
+    finals = {}
+    for chunk in block_lm.stream(prompts, max_new_tokens=26, block_size=4, scheduler="threshold", threshold=0.5):
+        seen[chunk.row].extend(chunk.tokens)
+        texts[chunk.row] += chunk.text
+        if chunk.finish_reason:
+            finals[chunk.row] = chunk
+    results = block_lm.generate_results(prompts, max_new_tokens=26, block_size=4, scheduler="threshold", threshold=0.5)
+    for row in (0, 1):
+        assert seen[row] == results[row].tokens
+        assert texts[row] == results[row].text == block_lm.decode(results[row].tokens)
+        assert finals[row].stats.forward_passes > 0
+        assert finals[row].stats.tokens_per_forward > 1.0  # threshold decoding commits in parallel
+
+
+def test_stop_strings_cut_text_and_stream(block_lm):
+    free = block_lm.generate_results("The river ran", max_new_tokens=40, threshold=0.5)[0]
+    assert free.finish_reason in ("length", "stop")
+    text = free.text
+    stop = text[len(text) // 2 : len(text) // 2 + 3]
+    cut = block_lm.generate_results("The river ran", max_new_tokens=40, threshold=0.5, stop=[stop])[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text == text[: text.index(stop)]
+    streamed = "".join(c.text for c in block_lm.stream("The river ran", max_new_tokens=40, threshold=0.5, stop=[stop]))
+    assert streamed == cut.text
+
+
+def test_events_tier_reports_steps_blocks_and_finish(block_lm):
+    events = list(block_lm.events("The river", max_new_tokens=12, block_size=4, threshold=0.5))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert sum(e.committed for e in steps) == 12
+    assert isinstance(events[-1], FinishEvent) and len(events[-1].tokens) == 12
+
+
+def test_prompt_forms_string_messages_ids(block_lm):
+    ids = block_lm.encode("The river ran")
+    as_text = block_lm.generate("The river ran", max_new_tokens=8)
+    assert block_lm.generate(ids, max_new_tokens=8) == as_text
+    chat = block_lm.generate([{"role": "user", "content": "The river ran"}], max_new_tokens=8)
+    assert chat == block_lm.generate("The river ran", chat=True, max_new_tokens=8)
+    assert block_lm.generate(["The river ran", "The river ran"], max_new_tokens=8) == [as_text, as_text]
+
+
+def test_seeded_sampling_is_reproducible(block_lm):
+    kwargs = dict(max_new_tokens=16, temperature=1.0, top_k=50, top_p=0.95)
+    a = block_lm.generate("The river ran", seed=3, **kwargs)
+    assert a == block_lm.generate("The river ran", seed=3, **kwargs)
+    assert a != block_lm.generate("The river ran", seed=4, **kwargs)
+
+
+def test_context_overflow_is_an_error_or_ntk_when_asked(block_lm):
+    long_prompt = _prompt(250, 9)  # the tiny model was trained on 256 positions
+    with pytest.raises(InvalidArgumentError) as info:
+        block_lm.generate(long_prompt, max_new_tokens=20)
+    assert info.value.parameter == "max_new_tokens" and "ntk" in str(info.value).lower()
+    text = block_lm.generate(long_prompt, max_new_tokens=20, ntk_factor="auto")
+    assert isinstance(text, str)
+    assert block_lm.model.ntk_factor == 1.0  # restored after the call
+
+
+@pytest.mark.parametrize(
+    "call,parameter",
+    [
+        (lambda lm: lm.generate("", max_new_tokens=4), "prompt"),
+        (lambda lm: lm.generate([], max_new_tokens=4), "prompt"),
+        (lambda lm: lm.generate("x", max_new_tokens=0), "max_new_tokens"),
+        (lambda lm: lm.generate("x", temperature=-1.0), "temperature"),
+        (lambda lm: lm.generate("x", top_p=0.0), "top_p"),
+        (lambda lm: lm.generate("x", scheduler="telepathy"), "scheduler"),
+        (lambda lm: lm.generate("x", cache="sometimes"), "cache"),
+        (lambda lm: lm.generate("x", max_tokens=5), "max_tokens"),
+        (lambda lm: lm.generate([10**6]), "prompt"),
+        (lambda lm: list(decode(lm.model, lm.family, ThresholdScheduler(), [[]], DecodeSettings(4, 4, 4))),
+         "prompts[0]"),
+    ],
+)
+def test_bad_generation_input_is_named(block_lm, call, parameter):
+    with pytest.raises(InvalidArgumentError) as info:
+        call(block_lm)
+    assert info.value.parameter == parameter
+
+
+def test_ar_checkpoint_without_mask_token_cannot_run_blocks(tmp_path):
+    from helpers import save_checkpoint, tiny_hf_model
+
+    import blockgen
+
+    lm = blockgen.load(save_checkpoint(tiny_hf_model("llama"), tmp_path / "ar"))
+    assert lm.family.mask_token_id is None
+    assert len(lm.generate_results("The river", max_new_tokens=6)[0].tokens) <= 6  # block 1: AR mode
+    with pytest.raises(InvalidArgumentError, match="mask token") as info:
+        lm.generate("The river", max_new_tokens=6, block_size=4)
+    assert info.value.parameter == "block_size"
