@@ -181,29 +181,35 @@ def decode(
     batch = _Batch(prompts, s, family, device, fill)
     batch.x[batch.editable] = mask_id
     scheduler.set_timesteps(s.steps, device=device, block_length=block)
-    editing = getattr(scheduler.config, "editing_threshold", None) is not None and (
-        scheduler.config.editing_threshold or 0
-    ) > 0
+    editing_threshold = getattr(scheduler.config, "editing_threshold", None)
+    editing = editing_threshold is not None and editing_threshold > 0
     stop_ids = torch.tensor(s.stop_token_ids or [-1], device=device)
 
     cache = KVCache.for_model(model, len(prompts), batch.width) if cache_mode != "none" else None
     cached_upto = 0  # exact cache: columns [0, cached_upto) are in the cache
-    carry = None  # logits at the column before the current block (for logit shift)
+    carry = None  # logits at the column before the current block (for logit shift), kept from the block's first pass
     with_block = not (shift and block == 1)  # AR mode: a one-token block's logits come from the column before it
 
-    def run(cols: torch.Tensor, write: bool) -> torch.Tensor:
-        return model(
+    def run(cols: torch.Tensor, write: bool, need: torch.Tensor):
+        """Forward the given columns; logits for the needed columns among them, keyed by column."""
+        slot = torch.full((batch.width + 1,), -1, dtype=torch.long, device=device)
+        slot[cols] = torch.arange(len(cols), device=device)
+        found = need[slot[need] >= 0]
+        out = model(
             batch.x[:, cols],
             positions=batch.positions[:, cols],
             attention=attention,
             cache=cache,
             write_cache=write,
             token_mask=batch.valid[:, cols],
+            logits_at=slot[found],
         )
+        return dict(zip(found.tolist(), out.unbind(1)))
 
     for k in range(batch.n_blocks):
         lo, hi = batch.start_col + k * block, batch.start_col + (k + 1) * block
         in_block = batch.editable[:, lo:hi]
+        carry = None
         post = torch.zeros(len(batch.rows), dtype=torch.long, device=device)  # passes after a row's masks are gone
         mask_steps = torch.zeros_like(post)  # passes while a row still had masks
         active = in_block.any(-1)
@@ -212,48 +218,42 @@ def decode(
             masks_pre = (batch.x[:, lo:hi] == mask_id) & in_block
             has_masks = masks_pre.any(-1)
             post = post + (~has_masks).long()
-            # ---- forward: logits for the block's columns (shifted when the family predicts token i at i-1)
+            # the block positions the scheduler decides on: all with editing, else those still masked in some row
+            wanted = (in_block & active[:, None]).any(0) if editing else (masks_pre & active[:, None]).any(0)
+            idx = wanted.nonzero().flatten()
+            need = lo + idx - shift  # their logits' columns (token i is predicted at i - 1 when shifted)
+            need = need[need >= 0]
+            # ---- forward: which columns run, and whether their keys/values are kept
             if cache_mode == "exact":
                 end = hi if with_block else lo
-                out = run(torch.arange(cached_upto, end, device=device), write=True)
+                got = run(torch.arange(cached_upto, end, device=device), True, need)
                 if with_block:
                     cache.trim(lo)
-                if shift and lo - 1 >= cached_upto:
-                    carry = out[:, lo - 1 - cached_upto]
-                forward_tokens = end - cached_upto
-                block_out = out[:, lo - cached_upto :] if with_block else out[:, :0]
-                cached_upto = lo
+                forward_tokens, cached_upto = end - cached_upto, lo
             elif cache_mode == "none":
                 end = batch.width if attention.kind is AttentionKind.BIDIRECTIONAL else (hi if with_block else lo)
-                out = run(torch.arange(0, end, device=device), write=False)
-                if shift and lo >= 1:
-                    carry = out[:, lo - 1]
-                block_out, forward_tokens = out[:, lo:hi], end
+                got, forward_tokens = run(torch.arange(0, end, device=device), False, need), end
             elif step == 0:  # prefix / dual: refresh the cache with a full pass at the block start
                 cache.trim(0)
                 cols = torch.arange(batch.width, device=device)
                 if cache_mode == "dual":  # order: prefix, suffix, block; bidirectional attention ignores order
                     cols = torch.cat((cols[:lo], cols[hi:], cols[lo:hi]))
-                out = run(cols, write=True)
+                got, forward_tokens = run(cols, True, need), batch.width
                 cache.trim(lo if cache_mode == "prefix" else batch.width - block)
-                if shift and lo >= 1:
-                    carry = out[:, lo - 1]
-                block_out = out[:, lo:hi] if cache_mode == "prefix" else out[:, -block:]
-                forward_tokens = batch.width
             else:
                 cols = torch.arange(lo, batch.width if cache_mode == "prefix" else hi, device=device)
-                out = run(cols, write=False)
-                block_out, forward_tokens = out[:, :block], len(cols)
-            if shift:
-                first = carry[:, None] if carry is not None else torch.zeros_like(block_out[:, :1])
-                logits = torch.cat((first, block_out[:, : block - 1]), dim=1) if block > 1 else first
-            else:
-                logits = block_out
+                got, forward_tokens = run(cols, False, need), len(cols)
+            if shift and lo - 1 in got:  # later passes that skip column lo - 1 (it is cached) reuse it
+                carry = got[lo - 1]
+            columns = [got[c] if c in got else carry for c in (lo + idx - shift).tolist()]
+            if any(c is None for c in columns):  # only a frozen first column can lack its logits
+                zeros = torch.zeros(len(batch.rows), model.config.vocab_size, device=device, dtype=model.dtype)
+                columns = [zeros if c is None else c for c in columns]
+            logits = torch.stack(columns, dim=1)  # (B, len(idx), V)
             if mask_id >= 0:  # the mask token is never a prediction
-                logits = logits.clone()
                 logits[..., mask_id] = float("-inf")
-            # ---- scheduler step on the block; only editable positions of active rows may change
-            sample = batch.x[:, lo:hi]
+            # ---- scheduler step on those positions; only editable positions of active rows may change
+            sample = batch.x[:, lo + idx]
             result = scheduler.step(
                 logits,
                 timestep,
@@ -266,11 +266,10 @@ def decode(
                 prompt_mask=None,
                 return_dict=True,
             )
-            allowed = in_block & active[:, None]
-            transfer = result.transfer_index & allowed & masks_pre
-            edits = result.editing_transfer_index & allowed & ~masks_pre
-            changed = transfer | edits
-            batch.x[:, lo:hi] = torch.where(changed, result.sampled_tokens, sample)
+            allowed = in_block[:, idx] & active[:, None]
+            transfer = result.transfer_index & allowed & masks_pre[:, idx]
+            edits = result.editing_transfer_index & allowed & ~masks_pre[:, idx]
+            batch.x[:, lo + idx] = torch.where(transfer | edits, result.sampled_tokens, sample)
             masks_after = ((batch.x[:, lo:hi] == mask_id) & in_block).any(-1)
             if bool((has_masks & active & ~transfer.any(-1)).any()) and step > 4 * max(block, s.steps):
                 raise BlockgenError(f"{type(scheduler).__name__} committed nothing in block {k} after {step} steps")
@@ -294,7 +293,8 @@ def decode(
                 if not keep:
                     return
                 carry = carry[keep] if carry is not None else None
-                active, post, in_block = active[keep], post[keep], batch.editable[:, lo:hi]
+                active, post, mask_steps = active[keep], post[keep], mask_steps[keep]
+                in_block = batch.editable[:, lo:hi]
         yield BlockEvent(k, list(batch.rows))
         done = [i for i in range(len(batch.rows)) if batch.gen_end[i] <= hi]  # reached max_new_tokens
         for i in done:

@@ -132,8 +132,9 @@ class Decoder(nn.Module):
         cache: KVCache | None = None,
         write_cache: bool = True,
         token_mask: torch.Tensor | None = None,
+        logits_at: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (B, T, V) for input_ids (B, T).
+        """Logits (B, T, V) for input_ids (B, T); (B, N, V) for the N token indices in `logits_at` when given.
 
         positions: absolute positions (B, T); by default they continue after the cache.
         attention: causal, block-causal (with its block size) or bidirectional, over cache + new tokens.
@@ -161,6 +162,8 @@ class Decoder(nn.Module):
             h = layer(h, cos, sin, mask, cache, i, write_cache)
         if cache is not None and write_cache:
             cache.advance(positions, token_mask)
+        if logits_at is not None:
+            h = h[:, logits_at]
         h = self.model.norm(h)
         if self.config.tie_word_embeddings:
             return F.linear(h, self.model.embed_tokens.weight)

@@ -23,7 +23,7 @@ def _run(lm, prompts, scheduler, **settings):
 
 
 @pytest.mark.parametrize("block", [2, 4, 8])
-@pytest.mark.parametrize("prompt_len", [8, 11])
+@pytest.mark.parametrize("prompt_len", [3, 8, 11])
 @pytest.mark.parametrize("lm_name", ["block_lm", "shifted_block_lm"])
 def test_exact_cache_equals_uncached(request, lm_name, block, prompt_len):
     lm = request.getfixturevalue(lm_name)

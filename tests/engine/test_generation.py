@@ -150,3 +150,20 @@ def test_ar_checkpoint_without_mask_token_cannot_run_blocks(tmp_path):
     with pytest.raises(InvalidArgumentError, match="mask token") as info:
         lm.generate("The river", max_new_tokens=6, block_size=4)
     assert info.value.parameter == "block_size"
+
+
+def test_batch_with_editing_and_early_stops_equals_single_prompts(block_lm):
+    prompts = [_prompt(6, 21), _prompt(10, 22), _prompt(3, 23)]
+
+    def run(batch, stop_ids=()):
+        settings = DecodeSettings(max_new_tokens=30, block_size=4, steps=4, stop_token_ids=stop_ids)
+        scheduler = ThresholdScheduler(threshold=0.6, editing_threshold=0.5)
+        events = decode(block_lm.model, block_lm.family, scheduler, batch, settings)
+        return {e.row: (e.tokens, e.reason) for e in events if isinstance(e, FinishEvent)}
+
+    free = run(prompts)
+    eos = free[0][0][9]
+    batched = run(prompts, (eos,))
+    singles = [run([p], (eos,))[0] for p in prompts]
+    assert [batched[i] for i in range(3)] == singles
+    assert batched[0][1] == "stop"
