@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
-from types import SimpleNamespace
-
 import torch
 
 import blockgen
 from blockgen.engine import DecodeSettings, FinishEvent, StepEvent, decode
+from blockgen.engine.compat import PipelineModel
 from blockgen.models import Attention, AttentionKind
 
 PROMPT = "Write a detailed report on how tides work, with sections on the moon, the sun and coastal effects."
@@ -30,28 +29,6 @@ PROMPT = "Write a detailed report on how tides work, with sections on the moon, 
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-class _PipelineModel(torch.nn.Module):
-    """The decoder behind LLaDA2Pipeline's call convention; the mask token's logit removed as blockgen does."""
-
-    def __init__(self, decoder, block_size, mask_id):
-        super().__init__()
-        self.decoder, self.block_size, self.mask_id = decoder, block_size, mask_id
-
-    @property
-    def device(self):
-        return self.decoder.device
-
-    @property
-    def dtype(self):
-        return self.decoder.dtype
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
-        logits = self.decoder(input_ids, positions=position_ids, attention=Attention.block_causal(self.block_size),
-                              token_mask=attention_mask.bool())
-        logits[..., self.mask_id] = float("-inf")
-        return SimpleNamespace(logits=logits)
 
 
 def _blockgen_run(lm, family, scheduler, prompt_ids, settings):
@@ -77,7 +54,8 @@ def bench_pipeline(lm, lengths, block, steps, threshold):
     for gen in lengths:
         gen = gen - (len(prompt_ids) + gen) % block if (len(prompt_ids) + gen) % block else gen  # end on a block
         make = lambda: BlockRefinementScheduler(block_length=block, num_inference_steps=steps, threshold=threshold)  # noqa: E731
-        pipe = LLaDA2Pipeline(model=_PipelineModel(lm.model, block, mask_id), scheduler=make(), tokenizer=lm.tokenizer)
+        model = PipelineModel(lm.model, Attention.block_causal(block), mask_id)
+        pipe = LLaDA2Pipeline(model=model, scheduler=make(), tokenizer=lm.tokenizer)
         pipe.set_progress_bar_config(disable=True)
         calls = {"n": 0}
 

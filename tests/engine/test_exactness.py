@@ -1,13 +1,12 @@
 """Exactness of the decode loop: cached == uncached, == diffusers' LLaDA2Pipeline, == LLaDA's published algorithm."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from blockgen.engine import DecodeSettings, FinishEvent, LowConfidenceScheduler, ThresholdScheduler, decode
+from blockgen.engine.compat import PipelineModel
 from blockgen.models import Attention
 
 
@@ -43,25 +42,6 @@ def test_threshold_commits_several_tokens_per_step(block_lm):
     assert len(steps) < 32 and max(e.committed for e in steps) > 1
 
 
-class _PipelineModel(torch.nn.Module):
-    """blockgen's decoder behind the call LLaDA2Pipeline makes: (input_ids, attention_mask, position_ids) -> .logits,
-    with the mask token's logit removed as blockgen's engine does (a committed token is never the mask)."""
-
-    def __init__(self, decoder, block_size, mask_id):
-        super().__init__()
-        self.decoder, self.block_size, self.mask_id = decoder, block_size, mask_id
-
-    @property
-    def device(self):
-        return self.decoder.device
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
-        logits = self.decoder(input_ids, positions=position_ids, attention=Attention.block_causal(self.block_size),
-                              token_mask=attention_mask.bool())
-        logits[..., self.mask_id] = float("-inf")
-        return SimpleNamespace(logits=logits)
-
-
 @pytest.mark.parametrize(
     "prompt_lens,editing,threshold",
     [([5], None, 0.5), ([8], None, 0.95), ([5], 0.5, 0.5), ([13, 13], None, 0.6)],
@@ -74,7 +54,7 @@ def test_conformance_with_diffusers_llada2_pipeline(block_lm, prompt_lens, editi
     gen = 4 * 6 - prompt_lens[0] % 4 if prompt_lens[0] % 4 else 24  # prompt + generation end on a block boundary
     prompts = [_prompt(n, seed=i + 7) for i, n in enumerate(prompt_lens)]
     mask_id = block_lm.family.mask_token_id
-    pipe = LLaDA2Pipeline(model=_PipelineModel(block_lm.model, block, mask_id),
+    pipe = LLaDA2Pipeline(model=PipelineModel(block_lm.model, Attention.block_causal(block), mask_id),
                           scheduler=BlockRefinementScheduler(block_length=block, num_inference_steps=steps),
                           tokenizer=block_lm.tokenizer)
     pipe.set_progress_bar_config(disable=True)
