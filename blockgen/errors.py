@@ -67,3 +67,11 @@ class OutlineError(BlockgenError):
     def __init__(self, source: str, message: str):
         self.source = source
         super().__init__(f"{source}: {message}")
+
+
+class DocumentStateError(BlockgenError):
+    """A saved document state that cannot be resumed: unreadable, corrupt, or written for another request."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path = Path(path)
+        super().__init__(f"{self.path}: {message}")
