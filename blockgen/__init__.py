@@ -14,6 +14,14 @@ from blockgen.errors import (
 )
 from blockgen.runtime import LoadedModel, load
 
+
+def __getattr__(name):  # the document API pulls in sentence-transformers: import it on first use
+    if name in ("write_report", "write_story"):
+        from blockgen import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'blockgen' has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -29,4 +37,6 @@ __all__ = [
     "UnsafeCheckpointError",
     "UnsupportedArchitectureError",
     "load",
+    "write_report",
+    "write_story",
 ]

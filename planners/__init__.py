@@ -4,6 +4,7 @@ from blockgen.planners.budget import allocate_words, rebudget
 from blockgen.planners.latent import embed, load_embedder, with_latent
 from blockgen.planners.outline import ImageSlot, Outline, Section
 from blockgen.planners.parse import load_outline, outline_from_data, outline_from_markdown
+from blockgen.planners.template import template_outline
 
 __all__ = [
     "ImageSlot",
@@ -16,5 +17,6 @@ __all__ = [
     "outline_from_data",
     "outline_from_markdown",
     "rebudget",
+    "template_outline",
     "with_latent",
 ]

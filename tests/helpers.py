@@ -207,10 +207,10 @@ def write_gguf(model, path: Path, arch: str) -> Path:
 
 
 def diffusion_checkpoint(directory: Path, *, attention: str = "block_causal", shift: bool = False,
-                         block_size: int = 4, arch: str = "llama", seed: int = 0) -> Path:
+                         block_size: int = 4, arch: str = "llama", seed: int = 0, **overrides) -> Path:
     """A tiny checkpoint that decodes as a block-diffusion model: random weights with a wide init (so confidences
     spread between ~0.1 and ~0.99 and thresholds commit several tokens at once), and a "blockgen" family record."""
-    model = tiny_hf_model(arch, seed=seed, initializer_range=0.5)
+    model = tiny_hf_model(arch, seed=seed, initializer_range=0.5, **overrides)
     save_checkpoint(model, directory)
     config = json.loads((directory / "config.json").read_text())
     config["blockgen"] = {

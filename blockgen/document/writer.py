@@ -1,0 +1,224 @@
+"""The long-document writer: plan, then write paragraph by paragraph with bounded context; saved after every block.
+
+For each paragraph: assemble the context (outline with the current section marked, summary tokens of earlier blocks,
+passages retrieved by the section's latent, entities, the last W tokens verbatim), decode with the block-diffusion
+engine, optionally draw k candidates and keep the one nearest its outline node and least like earlier blocks, then
+record the block (summary, embedding, entities) and save the state atomically. A stopped run resumes from its state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from blockgen.document.context import ContextBudget, assemble
+from blockgen.document.export import export_all
+from blockgen.document.state import Block, Document, Request, writable_directory
+from blockgen.errors import InvalidArgumentError
+from blockgen.memory import BlockMemory, EntityTable, extractive_summary, split_sentences
+from blockgen.planners import Outline, embed, load_outline, template_outline, with_latent
+
+log = logging.getLogger("blockgen.writer")
+_WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u4e00-\u9fff]")
+STATE_FILE = "state.json"
+
+
+def count_words(text: str) -> int:
+    """English words plus CJK characters (as LongWriter counts length)."""
+    return len(_WORD.findall(text))
+
+
+class WriterConfig(BaseModel):
+    """Everything that shapes a document besides the request itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paragraph_words: int = Field(120, ge=20, le=1000, description="target words per generated block")
+    tokens_per_word: float = Field(1.6, gt=0.5, le=4.0, description="budget of new tokens per requested word")
+    tolerance: float = Field(0.1, ge=0.0, lt=1.0, description="a section is done within this share of its budget")
+    candidates: int = Field(1, ge=1, le=8, description="paragraphs drawn per block for latent steering")
+    repetition_penalty: float = Field(1.0, ge=0.0, description="steering weight against similarity to earlier blocks")
+    summary_tokens: int = Field(48, ge=8, le=256)
+    retrieve: int = Field(2, ge=0, le=10)
+    window_tokens: int = Field(256, ge=0, le=4096)
+    max_context: int | None = Field(None, ge=256, description="token limit of a context (default: the model's)")
+    block_size: int | None = None
+    scheduler: str = "threshold"
+    threshold: float = Field(0.9, ge=0.0, le=1.0)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_attempts: int = Field(3, ge=1, le=10, description="tries at a block that produced no words")
+
+    @classmethod
+    def build(cls, **options) -> "WriterConfig":
+        try:
+            return cls(**options)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InvalidArgumentError(".".join(map(str, err["loc"])) or "config", err.get("input"), err["msg"]) from None
+
+
+@dataclass
+class WriterEvent:
+    kind: Literal["plan", "block", "section", "done"]
+    section: int
+    heading: str
+    words: int  # words in the document so far
+    target: int  # words requested
+    block_words: int = 0
+    tokens_per_second: float = 0.0
+    context: dict | None = None
+
+
+def _block_seed(seed: int, index: int, candidate: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{index}:{candidate}".encode()).digest()[:4], "little")
+
+
+def _trim_to_words(text: str, words: int) -> str:
+    """Keep whole sentences up to about `words` words (at least the first sentence's worth, cut at a word)."""
+    kept, total = [], 0
+    for sentence in split_sentences(text):
+        n = count_words(sentence)
+        if kept and total + n > words:
+            break
+        kept.append(sentence)
+        total += n
+    result = " ".join(kept)
+    if count_words(result) > words * 1.5:
+        tokens = result.split()
+        result = " ".join(tokens[:words])
+    return result
+
+
+class Writer:
+    """Writes one Document for one request into an output directory (state.json, document.md/.html/.json)."""
+
+    def __init__(self, lm, config: WriterConfig | None = None, *, embedder=None):
+        self.lm, self.config, self.embedder = lm, config or WriterConfig(), embedder
+        self._last_context: dict = {}
+
+    def plan(self, request: Request, outline: Outline | str | Path | None = None) -> Outline:
+        if outline is None:
+            plan = template_outline(request.prompt, request.words, request.kind)
+        elif isinstance(outline, Outline):
+            plan = outline
+        else:
+            plan = load_outline(outline, words=request.words, kind=request.kind)
+        return with_latent(plan, self.embedder)
+
+    def write(
+        self,
+        request: Request,
+        out_dir: str | Path,
+        *,
+        outline: Outline | str | Path | None = None,
+        resume: bool = False,
+        on_event: Callable[[WriterEvent], None] | None = None,
+    ) -> Document:
+        out = writable_directory(out_dir)
+        state = out / STATE_FILE
+        if resume:
+            doc = Document.load(state, request)
+        else:
+            doc = Document.start(request, self.plan(request, outline))
+            doc.save(state)
+        emit = on_event or (lambda event: None)
+        emit(WriterEvent("plan", 0, doc.outline.title, doc.words, request.words))
+        memory, entities = self._rebuild(doc)
+        latent = torch.tensor(doc.outline.latent)
+        for i, section in enumerate(doc.outline.sections):
+            while doc.section_words(i) < section.words * (1 - self.config.tolerance):
+                block = self._write_block(doc, i, memory, entities, latent)
+                if block is None:
+                    break  # the model produced nothing usable: move on rather than loop
+                doc.blocks.append(block)
+                doc.save(state)
+                memory.add(block.text, section=i, summary=block.summary, vector=embed([block.text], self.embedder)[0])
+                entities.update(len(doc.blocks) - 1, block.text)
+                emit(WriterEvent("block", i, section.heading, doc.words, request.words, block.words,
+                                 block.tokens / block.seconds if block.seconds else 0.0, self._last_context))
+            emit(WriterEvent("section", i, section.heading, doc.words, request.words))
+        doc.status = "done"
+        doc.save(state)
+        export_all(doc, out)
+        emit(WriterEvent("done", len(doc.outline.sections) - 1, doc.outline.title, doc.words, request.words))
+        return doc
+
+    # ---- internals
+    def _rebuild(self, doc: Document) -> tuple[BlockMemory, EntityTable]:
+        """Memory and entity table of the blocks already written (a resumed run sees what the first run saw)."""
+        memory, entities = BlockMemory(self.embedder), EntityTable()
+        if doc.blocks:
+            vectors = embed([b.text for b in doc.blocks], self.embedder)
+            for n, (b, v) in enumerate(zip(doc.blocks, vectors)):
+                memory.add(b.text, section=b.section, summary=b.summary, vector=v)
+                entities.update(n, b.text)
+        return memory, entities
+
+    def _write_block(self, doc, i, memory, entities, latent) -> Block | None:
+        cfg, lm, section = self.config, self.lm, doc.outline.sections[i]
+        remaining = section.words - doc.section_words(i)
+        target = max(20, min(cfg.paragraph_words, remaining))
+        max_new = math.ceil(target * cfg.tokens_per_word) + 8
+        node = latent[i + 1]
+        beats = "; ".join(section.beats)
+        instruction = (f"Write the next paragraph of the section \"{section.heading}\""
+                       f"{': ' + section.goal if section.goal else ''}{' (' + beats + ')' if beats else ''}. "
+                       f"About {target} words. Continue the text; do not repeat it.")
+        trained = lm.config.max_position_embeddings
+        budget = ContextBudget(max_context=cfg.max_context or trained, window=cfg.window_tokens)
+        retrieved = [item.text for item, _ in memory.retrieve(node, cfg.retrieve, exclude_last=1)]
+        window = "\n\n".join(b.text for b in doc.blocks[-3:])
+        context = assemble(
+            lm, kind=doc.request.kind, outline_text=doc.outline.render(current=i), heading=section.heading,
+            instruction=instruction, summaries=[b.summary for b in doc.blocks[:-1]], retrieved=retrieved,
+            entities=entities.render() if doc.request.kind == "story" else "", window_text=window, budget=budget,
+            reserve=max_new + (cfg.block_size or lm.family.block_size),
+        )
+        total = len(context.prompt_ids) + max_new + (cfg.block_size or lm.family.block_size)
+        ntk = lm.model.ntk_factor_for(total) if total > trained else None
+        context.log.update(total_tokens=total, ntk_factor=ntk or 1.0)
+        self._last_context = context.log
+        log.info("context for block %d: %s", len(doc.blocks), context.log)
+        options = dict(max_new_tokens=max_new, scheduler=cfg.scheduler, threshold=cfg.threshold,
+                       block_size=cfg.block_size, temperature=cfg.temperature, top_p=cfg.top_p, ntk_factor=ntk)
+        index = len(doc.blocks)
+        for attempt in range(cfg.max_attempts):
+            start = time.perf_counter()
+            results = []
+            for c in range(cfg.candidates):
+                temperature = cfg.temperature if cfg.candidates == 1 else max(cfg.temperature, 0.8)
+                seed = _block_seed(doc.request.seed, index, c + attempt * cfg.candidates)
+                results.append(lm.generate_results(context.prompt_ids, seed=seed,
+                                                   **{**options, "temperature": temperature})[0])
+            seconds = time.perf_counter() - start
+            texts = [_trim_to_words(r.text.strip(), remaining) for r in results]
+            best = self._steer(texts, node, memory)
+            if best is not None and count_words(texts[best]) > 0:
+                text, result = texts[best], results[best]
+                summary = extractive_summary(text, lm.tokenizer, cfg.summary_tokens, embedder=self.embedder).text
+                return Block(section=i, text=text, summary=summary, words=count_words(text),
+                             tokens=len(result.tokens), forward_passes=sum(r.stats.forward_passes for r in results),
+                             seconds=seconds)
+        return None
+
+    def _steer(self, texts: list[str], node: torch.Tensor, memory: BlockMemory) -> int | None:
+        """Index of the candidate nearest its outline node and least like earlier blocks."""
+        usable = [n for n, t in enumerate(texts) if count_words(t) > 0]
+        if len(usable) <= 1:
+            return usable[0] if usable else None
+        vectors = embed([texts[n] for n in usable], self.embedder)
+        score = vectors @ torch.nn.functional.normalize(node.float(), dim=-1)
+        if len(memory):
+            score = score - self.config.repetition_penalty * (vectors @ memory.vectors().T).max(-1).values
+        return usable[int(score.argmax())]

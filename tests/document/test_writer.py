@@ -1,0 +1,106 @@
+"""The writer end to end: budgets reached, files written, state saved per block, resume equals an uninterrupted run."""
+
+import json
+
+import pytest
+from helpers import diffusion_checkpoint
+
+import blockgen
+from blockgen.document import Document
+from blockgen.document.writer import count_words
+from blockgen.errors import DocumentStateError, InvalidArgumentError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return blockgen.load(diffusion_checkpoint(tmp_path_factory.mktemp("w") / "bd", max_position_embeddings=1024))
+
+
+FAST = dict(paragraph_words=40, block_size=4, threshold=0.5, window_tokens=64, retrieve=1, summary_tokens=24)
+
+
+def test_count_words():
+    assert count_words("It's a well-known fact, isn't it?") == 6
+    assert count_words("潮汐 tides") == 3
+
+
+def test_report_reaches_its_budgets_and_writes_files(tiny, tmp_path):
+    events = []
+    doc = blockgen.write_report("how tides work", words=150, out=tmp_path, model=tiny, on_event=events.append,
+                                **FAST)
+    assert doc.status == "done" and len(doc.outline.sections) == 3
+    for i, section in enumerate(doc.outline.sections):
+        assert doc.section_words(i) >= section.words * 0.9 or not doc.section_blocks(i)
+    assert abs(doc.words - 150) <= 150 * 0.5
+    for name in ("state.json", "document.md", "document.html", "document.json"):
+        assert (tmp_path / name).is_file()
+    assert Document.load(tmp_path / "state.json") == doc
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "plan" and kinds[-1] == "done" and kinds.count("block") == len(doc.blocks)
+    block_events = [e for e in events if e.kind == "block"]
+    assert all(e.context["prompt_tokens"] <= e.context["limit"] for e in block_events)
+
+
+def test_interrupted_run_resumes_to_the_same_document(tiny, tmp_path):
+    whole = blockgen.write_story("a lighthouse keeper", words=160, out=tmp_path / "whole", model=tiny, **FAST)
+    assert len(whole.blocks) >= 3
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(event):
+        if event.kind == "block" and event.words and len(Document.load(tmp_path / "cut" / "state.json").blocks) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        blockgen.write_story("a lighthouse keeper", words=160, out=tmp_path / "cut", model=tiny, on_event=interrupt,
+                             **FAST)
+    saved = Document.load(tmp_path / "cut" / "state.json")
+    assert len(saved.blocks) == 2 and saved.status == "writing"
+    resumed = blockgen.write_story("a lighthouse keeper", words=160, out=tmp_path / "cut", model=tiny, resume=True,
+                                   **FAST)
+    assert resumed.model_dump(exclude={"blocks": {"__all__": {"seconds", "forward_passes"}}}) == whole.model_dump(
+        exclude={"blocks": {"__all__": {"seconds", "forward_passes"}}})
+    assert [b.text for b in resumed.blocks] == [b.text for b in whole.blocks]
+    with pytest.raises(DocumentStateError, match="another request"):
+        blockgen.write_story("a different keeper", words=160, out=tmp_path / "cut", model=tiny, resume=True, **FAST)
+
+
+def test_story_context_carries_entities_and_html_is_escaped(tiny, tmp_path):
+    doc = blockgen.write_story("Mara and Captain Oren Hale in Port Elly", words=80, out=tmp_path, model=tiny, **FAST)
+    page = (tmp_path / "document.html").read_text()
+    assert "<script" not in page.lower() or "&lt;script" in page.lower()
+    assert json.loads((tmp_path / "document.json").read_text())["request"]["kind"] == "story"
+    assert doc.outline.latent is not None and len(doc.outline.latent) == len(doc.outline.sections) + 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,parameter",
+    [({"words": 0}, "words"), ({"words": 10**7}, "words"), ({"paragraph_words": 5}, "paragraph_words"),
+     ({"candidates": 0}, "candidates")],
+)
+def test_bad_requests(tiny, tmp_path, kwargs, parameter):
+    with pytest.raises(InvalidArgumentError) as info:
+        blockgen.write_report("tides", out=tmp_path, model=tiny, **{"words": 100, **kwargs})
+    assert info.value.parameter == parameter
+
+
+def test_empty_topic_and_unwritable_output(tiny, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="topic"):
+        blockgen.write_report("  ", words=100, out=tmp_path, model=tiny)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidArgumentError) as info:
+        blockgen.write_report("tides", words=100, out=tmp_path / "file" / "sub", model=tiny)
+    assert info.value.parameter == "out"
+
+
+def test_ntk_factor_is_chosen_when_contexts_outgrow_the_trained_length(tiny, tmp_path):
+    events = []
+    blockgen.write_report("tides", words=400, out=tmp_path, model=tiny, on_event=events.append,
+                          **{**FAST, "paragraph_words": 80, "max_context": 4096, "window_tokens": 1500})
+    logs = [e.context for e in events if e.kind == "block"]
+    for log in logs:  # the extrapolation law's factor for every context past the trained 1,024 positions
+        expected = tiny.model.ntk_factor_for(log["total_tokens"]) if log["total_tokens"] > 1024 else 1.0
+        assert log["ntk_factor"] == expected
+    assert any(log["ntk_factor"] > 1.0 for log in logs)
+    assert tiny.model.ntk_factor == 1.0  # restored after each call
