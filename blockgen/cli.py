@@ -64,6 +64,43 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from blockgen.api import write_report, write_story
+    from blockgen.runtime import load
+
+    console = Console(stderr=True)
+    options = {name: getattr(args, name) for name in ("paragraph_words", "candidates", "block_size", "threshold")
+               if getattr(args, name) is not None}
+    lm = load(args.model, device=args.device, dtype=args.dtype)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
+               TextColumn("{task.fields[speed]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("planning", total=args.words, speed="")
+
+        def on_event(event):
+            if event.kind == "plan":
+                progress.update(task, description=f"{args.kind}: {event.heading[:40]}", completed=event.words)
+            elif event.kind == "block":
+                progress.update(task, description=f"section {event.section + 1}: {event.heading[:30]}",
+                                completed=min(event.words, args.words),
+                                speed=f"{event.tokens_per_second:.1f} tok/s")
+
+        write = write_report if args.kind == "report" else write_story
+        doc = write(args.prompt, words=args.words, out=args.out, model=lm, outline=args.outline, resume=args.resume,
+                    seed=args.seed, on_event=on_event, **options)
+    stats = doc.stats()
+    console.print(
+        f"[bold]{doc.outline.title}[/bold]: {stats['words']} words (asked {args.words}) in "
+        f"{len(doc.outline.sections)} sections, {stats['blocks']} blocks, {stats['tokens_per_forward']:.2f} "
+        f"tokens/forward, {stats['tokens_per_second']:.1f} tokens/s\n"
+        f"written to {args.out}/document.md, document.html, document.json (state: {args.out}/state.json)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ntk-factor", type=_ntk, help="RoPE NTK factor, or 'auto' for the extrapolation law")
     _add_model_options(gen)
     gen.set_defaults(run=_generate)
+    write = sub.add_parser("write", help="plan and write a long report or story")
+    write.add_argument("kind", choices=["report", "story"])
+    write.add_argument("prompt", help="the topic (report) or premise (story)")
+    write.add_argument("--words", type=int, default=1500)
+    write.add_argument("--out", default="blockgen-output", help="output directory")
+    write.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/state.json")
+    write.add_argument("--outline", help="outline file (.json, .yaml, .md) instead of the template plan")
+    write.add_argument("--seed", type=int, default=0)
+    write.add_argument("--paragraph-words", type=int)
+    write.add_argument("--candidates", type=int, help="paragraphs drawn per block for latent steering")
+    write.add_argument("--block-size", type=int)
+    write.add_argument("--threshold", type=float)
+    _add_model_options(write)
+    write.set_defaults(run=_write)
     info = sub.add_parser("info", help="load a model and describe it")
     _add_model_options(info)
     info.set_defaults(run=_info)

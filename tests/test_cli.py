@@ -74,3 +74,20 @@ def test_example_script_runs():
     )
     assert result.returncode == 0, result.stderr
     assert "llama, 30 layers" in result.stdout and "family: Family(" in result.stdout
+
+
+def test_write_command_writes_and_resumes(tmp_path, capsys):
+    from helpers import diffusion_checkpoint
+
+    path = diffusion_checkpoint(tmp_path / "bd", max_position_embeddings=1024)
+    argv = ["write", "report", "how tides work", "--words", "90", "--out", str(tmp_path / "doc"), "--model", str(path),
+            "--paragraph-words", "40", "--block-size", "4", "--threshold", "0.5"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "written to" in err and "tokens/forward" in err
+    first = (tmp_path / "doc" / "document.md").read_text()
+    assert first.startswith("# How tides work")
+    assert main(argv + ["--resume"]) == 0  # a finished state resumes to the same document
+    assert (tmp_path / "doc" / "document.md").read_text() == first
+    assert main(["write", "story", "x", "--words", "0", "--out", str(tmp_path / "d2"), "--model", str(path)]) == 2
+    assert "words" in capsys.readouterr().err

@@ -84,6 +84,21 @@ def _block_seed(seed: int, index: int, candidate: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{index}:{candidate}".encode()).digest()[:4], "little")
 
 
+def _norm(sentence: str) -> str:
+    return " ".join(re.findall(r"\w+", sentence.lower()))
+
+
+def _drop_repeats(text: str, seen: set[str]) -> str:
+    """The text without sentences already written (in earlier blocks or earlier in this one)."""
+    kept = []
+    for sentence in split_sentences(text):
+        key = _norm(sentence)
+        if key and key not in seen:
+            seen.add(key)
+            kept.append(sentence)
+    return " ".join(kept)
+
+
 def _trim_to_words(text: str, words: int) -> str:
     """Keep whole sentences up to about `words` words (at least the first sentence's worth, cut at a word)."""
     kept, total = [], 0
@@ -193,16 +208,19 @@ class Writer:
         options = dict(max_new_tokens=max_new, scheduler=cfg.scheduler, threshold=cfg.threshold,
                        block_size=cfg.block_size, temperature=cfg.temperature, top_p=cfg.top_p, ntk_factor=ntk)
         index = len(doc.blocks)
+        written = {_norm(s) for b in doc.blocks for s in split_sentences(b.text)}
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()
             results = []
             for c in range(cfg.candidates):
-                temperature = cfg.temperature if cfg.candidates == 1 else max(cfg.temperature, 0.8)
+                # several candidates, or a retry after a block with nothing new, need sampling to differ
+                sample = cfg.candidates > 1 or attempt > 0
+                temperature = max(cfg.temperature, 0.8) if sample else cfg.temperature
                 seed = _block_seed(doc.request.seed, index, c + attempt * cfg.candidates)
                 results.append(lm.generate_results(context.prompt_ids, seed=seed,
                                                    **{**options, "temperature": temperature})[0])
             seconds = time.perf_counter() - start
-            texts = [_trim_to_words(r.text.strip(), remaining) for r in results]
+            texts = [_trim_to_words(_drop_repeats(r.text.strip(), set(written)), remaining) for r in results]
             best = self._steer(texts, node, memory)
             if best is not None and count_words(texts[best]) > 0:
                 text, result = texts[best], results[best]

@@ -104,3 +104,16 @@ def test_ntk_factor_is_chosen_when_contexts_outgrow_the_trained_length(tiny, tmp
         assert log["ntk_factor"] == expected
     assert any(log["ntk_factor"] > 1.0 for log in logs)
     assert tiny.model.ntk_factor == 1.0  # restored after each call
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,prompt,words", [("report", "how tides work", 100), ("story", "a lighthouse keeper", 80)])
+def test_default_model_writes_a_short_document(default_lm, tmp_path, kind, prompt, words):
+    write = blockgen.write_report if kind == "report" else blockgen.write_story
+    doc = write(prompt, words=words, out=tmp_path, model=default_lm)
+    assert doc.status == "done" and doc.request.kind == kind
+    assert 0.5 * words <= doc.words <= 1.5 * words
+    md = (tmp_path / "document.md").read_text()
+    assert md.startswith("# ") and all(f"## {s.heading}" in md for s in doc.outline.sections)
+    sentences = [s for b in doc.blocks for s in b.text.split(". ")]
+    assert len(sentences) == len(set(sentences))  # no sentence written twice
