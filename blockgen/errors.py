@@ -17,6 +17,13 @@ class InvalidArgumentError(BlockgenError, ValueError):
         super().__init__(f"{parameter}={value!r}: {reason}")
 
 
+def invalid_argument(exc) -> InvalidArgumentError:
+    """The first problem of a pydantic ValidationError as an InvalidArgumentError naming the option and value."""
+    err = exc.errors()[0]
+    name = ".".join(str(p) for p in err["loc"]) or "options"
+    return InvalidArgumentError(name, err.get("input"), err["msg"])
+
+
 class CheckpointError(BlockgenError):
     """Something is wrong with a checkpoint on disk."""
 

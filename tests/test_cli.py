@@ -91,3 +91,14 @@ def test_write_command_writes_and_resumes(tmp_path, capsys):
     assert (tmp_path / "doc" / "document.md").read_text() == first
     assert main(["write", "story", "x", "--words", "0", "--out", str(tmp_path / "d2"), "--model", str(path)]) == 2
     assert "words" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_story_example_runs(tmp_path):
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "story.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path), "90"], capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr
+    assert "## The storm warning" in result.stdout and (tmp_path / "document.html").is_file()

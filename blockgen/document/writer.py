@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blockgen.document.context import ContextBudget, assemble
 from blockgen.document.export import export_all
 from blockgen.document.state import Block, Document, Request, writable_directory
-from blockgen.errors import InvalidArgumentError
-from blockgen.memory import BlockMemory, EntityTable, extractive_summary, split_sentences
+from blockgen.errors import invalid_argument
+from blockgen.memory import BlockMemory, EntityTable, abstractive_summary, extractive_summary, split_sentences
 from blockgen.planners import Outline, embed, load_outline, template_outline, with_latent
 
 log = logging.getLogger("blockgen.writer")
@@ -49,6 +49,7 @@ class WriterConfig(BaseModel):
     candidates: int = Field(1, ge=1, le=8, description="paragraphs drawn per block for latent steering")
     repetition_penalty: float = Field(1.0, ge=0.0, description="steering weight against similarity to earlier blocks")
     summary_tokens: int = Field(48, ge=8, le=256)
+    summary_mode: Literal["extractive", "abstractive"] = "extractive"
     retrieve: int = Field(2, ge=0, le=10)
     window_tokens: int = Field(256, ge=0, le=4096)
     max_context: int | None = Field(None, ge=256, description="token limit of a context (default: the model's)")
@@ -64,8 +65,7 @@ class WriterConfig(BaseModel):
         try:
             return cls(**options)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            raise InvalidArgumentError(".".join(map(str, err["loc"])) or "config", err.get("input"), err["msg"]) from None
+            raise invalid_argument(exc) from None
 
 
 @dataclass
@@ -224,7 +224,11 @@ class Writer:
             best = self._steer(texts, node, memory)
             if best is not None and count_words(texts[best]) > 0:
                 text, result = texts[best], results[best]
-                summary = extractive_summary(text, lm.tokenizer, cfg.summary_tokens, embedder=self.embedder).text
+                if cfg.summary_mode == "abstractive":
+                    summary = abstractive_summary(lm, text, cfg.summary_tokens, block_size=cfg.block_size,
+                                                  threshold=cfg.threshold).text
+                else:
+                    summary = extractive_summary(text, lm.tokenizer, cfg.summary_tokens, embedder=self.embedder).text
                 return Block(section=i, text=text, summary=summary, words=count_words(text),
                              tokens=len(result.tokens), forward_passes=sum(r.stats.forward_passes for r in results),
                              seconds=seconds)

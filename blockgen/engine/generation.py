@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from blockgen.engine.decode import BlockEvent, DecodeSettings, FinishEvent, StepEvent, decode
 from blockgen.engine.schedulers import make_scheduler
-from blockgen.errors import InvalidArgumentError
+from blockgen.errors import invalid_argument
 
 SCHEDULER_NAMES = ("threshold", "low_confidence", "factor", "random", "margin", "entropy")
 
@@ -47,9 +47,7 @@ class GenerationConfig(BaseModel):
         try:
             return cls(**options)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"]) or "options"
-            raise InvalidArgumentError(name, err.get("input"), err["msg"]) from None
+            raise invalid_argument(exc) from None
 
     def decode_settings(self, family, device, stop_token_ids: tuple[int, ...] = ()) -> DecodeSettings:
         block = self.block_size or family.block_size

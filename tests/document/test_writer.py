@@ -117,3 +117,10 @@ def test_default_model_writes_a_short_document(default_lm, tmp_path, kind, promp
     assert md.startswith("# ") and all(f"## {s.heading}" in md for s in doc.outline.sections)
     sentences = [s for b in doc.blocks for s in b.text.split(". ")]
     assert len(sentences) == len(set(sentences))  # no sentence written twice
+
+
+def test_abstractive_summaries_come_from_the_model(tiny, tmp_path):
+    doc = blockgen.write_report("tides", words=60, out=tmp_path, model=tiny,
+                                **{**FAST, "summary_mode": "abstractive", "summary_tokens": 8})
+    assert doc.blocks and all(b.summary for b in doc.blocks)
+    assert any(b.summary not in b.text for b in doc.blocks)  # written by the model, not extracted from the block
