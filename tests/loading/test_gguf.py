@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import make_tokenizer, save_checkpoint, tiny_hf_model, write_gguf
+from helpers import make_tokenizer, tiny_hf_model, write_gguf
 
 import blockgen
 
