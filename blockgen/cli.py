@@ -71,7 +71,7 @@ def _write(args: argparse.Namespace) -> int:
     from blockgen.runtime import load
 
     console = Console(stderr=True)
-    options = {name: getattr(args, name) for name in ("paragraph_words", "candidates", "block_size", "threshold")
+    options = {name: getattr(args, name) for name in ("paragraph_words", "candidates", "block_size", "threshold", "planner")
                if getattr(args, name) is not None}
     lm = load(args.model, device=args.device, dtype=args.dtype)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
@@ -82,6 +82,10 @@ def _write(args: argparse.Namespace) -> int:
         def on_event(event):
             if event.kind == "plan":
                 progress.update(task, description=f"{args.kind}: {event.heading[:40]}", completed=event.words)
+                plan = event.context or {}
+                if plan.get("repairs"):
+                    progress.console.print(f"outline drafted by the {plan['source']}; {len(plan['repairs'])} parts "
+                                           "repaired (listed in state.json under outline.repairs)")
             elif event.kind == "block":
                 progress.update(task, description=f"section {event.section + 1}: {event.heading[:30]}",
                                 completed=min(event.words, args.words),
@@ -128,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("--words", type=int, default=1500)
     write.add_argument("--out", default="blockgen-output", help="output directory")
     write.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/state.json")
-    write.add_argument("--outline", help="outline file (.json, .yaml, .md) instead of the template plan")
+    write.add_argument("--outline", help="outline file (.json, .yaml, .md) instead of a drafted plan")
+    write.add_argument("--planner", choices=["auto", "model", "template"],
+                       help="who drafts the outline: the model (skeleton infill), the template, or auto (the model "
+                            "for block-diffusion checkpoints)")
     write.add_argument("--seed", type=int, default=0)
     write.add_argument("--paragraph-words", type=int)
     write.add_argument("--candidates", type=int, help="paragraphs drawn per block for latent steering")

@@ -43,7 +43,11 @@ class Section(BaseModel):
 
 
 class Outline(BaseModel):
-    """A plan of the document. `latent` holds one embedding per node: the title first, then each section."""
+    """A plan of the document. `latent` holds one embedding per node: the title first, then each section.
+
+    `source` says who planned it (the model, a template, the user); `repairs` lists every part of a model-drafted
+    plan that was changed after validation, with what the model wrote and why it was replaced.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -51,6 +55,8 @@ class Outline(BaseModel):
     kind: Literal["report", "story"] = "report"
     sections: list[Section] = Field(min_length=1)
     latent: list[list[float]] | None = None
+    source: Literal["model", "template", "user"] = "user"
+    repairs: list[str] = Field(default_factory=list)
 
     @property
     def words(self) -> int:

@@ -1,6 +1,7 @@
 """Template planners: a fixed, kind-specific section plan filled with the request's topic, with exact budgets.
 
-They give every request a valid outline without a model; a model-drafted outline can replace them.
+They give every request a valid outline without a model, and they are what a model-drafted outline falls back on,
+part by part and on the record, where the model's text fails validation.
 """
 
 from __future__ import annotations
@@ -36,4 +37,5 @@ def template_outline(topic: str, words: int, kind: str = "report", title: str | 
     budgets = allocate_words(words, [w for *_, w in plan], minimum=min(20, words // len(plan)))
     topic = topic.strip()
     sections = [{"heading": h, "goal": g.format(topic=topic), "words": b} for (h, g, _), b in zip(plan, budgets)]
-    return Outline(title=title or topic[:1].upper() + topic[1:], kind=kind, sections=sections)
+    return Outline(title=title or topic[:1].upper() + topic[1:], kind=kind, sections=sections,
+                   source="template")

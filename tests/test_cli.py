@@ -81,7 +81,7 @@ def test_write_command_writes_and_resumes(tmp_path, capsys):
 
     path = diffusion_checkpoint(tmp_path / "bd", max_position_embeddings=1024)
     argv = ["write", "report", "how tides work", "--words", "90", "--out", str(tmp_path / "doc"), "--model", str(path),
-            "--paragraph-words", "40", "--block-size", "4", "--threshold", "0.5"]
+            "--paragraph-words", "40", "--block-size", "4", "--threshold", "0.5", "--planner", "template"]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "written to" in err and "tokens/forward" in err

@@ -26,7 +26,7 @@ from blockgen.document.export import export_all
 from blockgen.document.state import Block, Document, Request, writable_directory
 from blockgen.errors import invalid_argument
 from blockgen.memory import BlockMemory, EntityTable, abstractive_summary, extractive_summary, split_sentences
-from blockgen.planners import Outline, embed, load_outline, template_outline, with_latent
+from blockgen.planners import Outline, draft_outline, embed, load_outline, template_outline, with_latent
 
 log = logging.getLogger("blockgen.writer")
 _WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u4e00-\u9fff]")
@@ -48,6 +48,9 @@ class WriterConfig(BaseModel):
     tolerance: float = Field(0.1, ge=0.0, lt=1.0, description="a section is done within this share of its budget")
     candidates: int = Field(1, ge=1, le=8, description="paragraphs drawn per block for latent steering")
     repetition_penalty: float = Field(1.0, ge=0.0, description="steering weight against similarity to earlier blocks")
+    planner: Literal["auto", "model", "template"] = Field(
+        "auto", description="who drafts the outline when none is given; auto: the model when it is a block-diffusion "
+        "checkpoint (it has a mask token, so infill is native), else the template")
     summary_tokens: int = Field(48, ge=8, le=256)
     summary_mode: Literal["extractive", "abstractive"] = "extractive"
     retrieve: int = Field(2, ge=0, le=10)
@@ -122,8 +125,17 @@ class Writer:
         self.lm, self.config, self.embedder = lm, config or WriterConfig(), embedder
         self._last_context: dict = {}
 
+    @property
+    def planner(self) -> str:
+        """The planner used when no outline is given ("model" or "template")."""
+        if self.config.planner != "auto":
+            return self.config.planner
+        return "model" if self.lm.family.mask_token_id is not None else "template"
+
     def plan(self, request: Request, outline: Outline | str | Path | None = None) -> Outline:
-        if outline is None:
+        if outline is None and self.planner == "model":
+            plan = draft_outline(self.lm, request.prompt, request.words, request.kind, seed=request.seed)
+        elif outline is None:
             plan = template_outline(request.prompt, request.words, request.kind)
         elif isinstance(outline, Outline):
             plan = outline
@@ -148,7 +160,8 @@ class Writer:
             doc = Document.start(request, self.plan(request, outline))
             doc.save(state)
         emit = on_event or (lambda event: None)
-        emit(WriterEvent("plan", 0, doc.outline.title, doc.words, request.words))
+        emit(WriterEvent("plan", 0, doc.outline.title, doc.words, request.words,
+                         context={"source": doc.outline.source, "repairs": list(doc.outline.repairs)}))
         memory, entities = self._rebuild(doc)
         latent = torch.tensor(doc.outline.latent)
         for i, section in enumerate(doc.outline.sections):

@@ -9,6 +9,7 @@ from blockgen.engine.generation import (
     collect,
     stream,
 )
+from blockgen.engine.infill import Slot, infill
 from blockgen.engine.sampling import confidence_of, sample_tokens
 from blockgen.engine.schedulers import (
     FactorScheduler,
@@ -29,11 +30,13 @@ __all__ = [
     "GenerationResult",
     "GenerationStats",
     "LowConfidenceScheduler",
+    "Slot",
     "StepEvent",
     "ThresholdScheduler",
     "UnmaskingScheduler",
     "confidence_of",
     "decode",
+    "infill",
     "make_scheduler",
     "resolve_cache",
     "sample_tokens",

@@ -1,0 +1,56 @@
+"""Infill of a fixed skeleton: slot by slot for causal / block-causal models, one joint canvas for bidirectional."""
+
+import pytest
+
+from blockgen.engine import Slot, infill
+from blockgen.errors import InvalidArgumentError
+
+SKELETON = ["Title: ", Slot("title", 6), "\nA: ", Slot("a", 5), "\nB: ", Slot("b", 5), "\n"]
+
+
+def test_block_causal_slots_continue_the_text_before_them(block_lm):
+    prefix = block_lm.encode("Plan:")
+    filled = infill(block_lm, SKELETON, prefix=prefix, block_size=4, threshold=0.5)
+    assert set(filled) == {"title", "a", "b"} and all("\n" not in t for t in filled.values())
+    # each slot is exactly the engine's continuation of everything before it, cut at the line end
+    text = ""
+    for part in SKELETON:
+        if isinstance(part, str):
+            text += part
+            continue
+        ids = prefix + block_lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+        expected = block_lm.generate_results(ids, max_new_tokens=part.tokens, stop=("\n",), seed=0, block_size=4,
+                                             threshold=0.5)[0].text.split("\n")[0]
+        assert filled[part.name] == expected
+        text += filled[part.name]
+    # text to the right of a slot cannot matter to a causal model
+    changed = infill(block_lm, SKELETON[:-1] + ["\nC: something else entirely\n"], prefix=prefix, block_size=4,
+                     threshold=0.5)
+    assert changed == filled
+
+
+def test_bidirectional_canvas_sees_both_sides(llada_lm):
+    prefix = llada_lm.encode("Plan:")
+    first = infill(llada_lm, SKELETON, prefix=prefix, threshold=0.5)
+    assert set(first) == {"title", "a", "b"}
+    assert infill(llada_lm, SKELETON, prefix=prefix, threshold=0.5) == first  # deterministic
+    right = ["Title: ", Slot("title", 6), "\nA: the harbour, the tide tables and the moon\n"]
+    other = ["Title: ", Slot("title", 6), "\nA: zebra quartz vortex\n"]
+    # fixed text after the slot changes what fills it: the joint canvas is attended both ways
+    assert infill(llada_lm, right, prefix=prefix) != infill(llada_lm, other, prefix=prefix)
+    sampled = {infill(llada_lm, SKELETON, prefix=prefix, temperature=1.0, seed=s)["title"] for s in range(3)}
+    assert len(sampled) > 1
+
+
+def test_bad_skeletons(block_lm):
+    with pytest.raises(InvalidArgumentError, match="tokens"):
+        Slot("x", 0)
+    with pytest.raises(InvalidArgumentError, match="unique"):
+        infill(block_lm, ["a", Slot("x", 2), "b", Slot("x", 2)])
+    with pytest.raises(InvalidArgumentError, match="parts"):
+        infill(block_lm, [])
+    with pytest.raises(InvalidArgumentError, match="string or a Slot"):
+        infill(block_lm, ["a", 3])
+    with pytest.raises(InvalidArgumentError, match="prefix or text"):
+        infill(block_lm, [Slot("x", 2)])
+    assert infill(block_lm, ["only fixed text"]) == {}
