@@ -1,48 +1,81 @@
 """Cost per generated token as a document grows: the bounded context (window + summaries + retrieval) should keep it
-flat. Writes one long report and prints ms per generated token for the blocks around each checkpoint length,
-next to the first blocks' cost (the ratio is the result).
+flat. For each document length L, a saved state holding L tokens of earlier text is resumed and the writer's next
+blocks are timed; ms per generated token is printed next to the cost at an empty document (the ratio is the result).
 
-Usage: python benchmarks/doc_scaling.py [--model default] [--tokens 1000 5000 20000]
+The earlier text is real model output: a short warm-up report is written first and its blocks (with their summaries)
+are repeated until the state holds L tokens. What a block costs depends only on the state it starts from (memory,
+summaries, window, retrieval), so this measures what a writer that had reached L tokens would pay, without first
+generating L tokens.
+
+Usage: python benchmarks/doc_scaling.py [--model default] [--tokens 1000 5000 20000] [--blocks 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
+from pathlib import Path
 
 import blockgen
+from blockgen.document import Document
+from blockgen.document.state import Request
+from blockgen.document.writer import STATE_FILE, Writer, WriterConfig
+from blockgen.planners import Outline, with_latent
+
+TOPIC = "the history of navigation at sea"
+
+
+def _state(lm, config: WriterConfig, pool: list, tokens: int, tail_words: int, out: Path) -> Request:
+    """A saved, resumable state with about `tokens` tokens of earlier text in its first section."""
+    blocks, total = [], 0
+    while total < tokens:
+        block = pool[len(blocks) % len(pool)].model_copy(update={"section": 0})
+        blocks.append(block)
+        total += block.tokens
+    sections = [{"heading": "The open ocean", "goal": "How sailors crossed open water.", "words": tail_words}]
+    if blocks:
+        sections.insert(0, {"heading": "Coasts and stars", "goal": "Early navigation by landmarks and stars.",
+                            "words": sum(b.words for b in blocks)})
+    outline = with_latent(Outline(title="Navigation at sea", sections=sections))
+    request = Request(kind="report", prompt=TOPIC, words=outline.words, model=lm.name, settings=config.model_dump())
+    doc = Document.start(request, outline).model_copy(update={"blocks": blocks})
+    doc.save(out / STATE_FILE)
+    return request
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1000, 5000, 20000])
-    parser.add_argument("--tokens-per-word", type=float, default=1.4)
+    parser.add_argument("--blocks", type=int, default=2, help="blocks timed at each length")
     args = parser.parse_args()
     lm = blockgen.load(args.model)
-    marks = sorted(args.tokens)
-    words = int(marks[-1] / args.tokens_per_word) + 200
-    seen = []  # (document tokens after the block, ms per token of the block, prompt tokens)
+    config = WriterConfig(planner="template")
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = blockgen.write_report(TOPIC, words=400, out=Path(tmp) / "warm", model=lm, planner="template")
+        pool = warm.blocks
+        tail = config.paragraph_words * args.blocks
+        rows = []
+        for mark in [0] + sorted(args.tokens):
+            out = Path(tmp) / f"at-{mark}"
+            out.mkdir()
+            request = _state(lm, config, pool, mark, tail, out)
+            timed = []
 
-    def on_event(event):
-        if event.kind == "block":
-            doc_tokens = (seen[-1][0] if seen else 0) + int(event.block_words * args.tokens_per_word)
-            ms = 1000.0 / event.tokens_per_second if event.tokens_per_second else 0.0
-            seen.append((doc_tokens, ms, event.context["prompt_tokens"]))
+            def on_event(event, timed=timed):
+                if event.kind == "block" and event.tokens_per_second:
+                    timed.append((1000.0 / event.tokens_per_second, event.context["prompt_tokens"]))
 
-    with tempfile.TemporaryDirectory() as out:
-        blockgen.write_report("the history of navigation at sea", words=words, out=out, model=lm, on_event=on_event)
-    first = [ms for _, ms, _ in seen[:3]]
-    base = sum(first) / len(first)
-    print(f"first blocks: {base:.1f} ms/token")
-    for mark in marks:
-        near = [(ms, p) for t, ms, p in seen if abs(t - mark) <= max(300, mark * 0.1)]
-        if not near:
-            print(f"{mark:6d} tokens: no block near this length")
-            continue
-        ms = sum(m for m, _ in near) / len(near)
-        prompt = sum(p for _, p in near) / len(near)
-        print(f"{mark:6d} tokens: {ms:6.1f} ms/token ({ms / base:.2f}x the first blocks), context {prompt:.0f} tokens")
+            Writer(lm, config).write(request, out, resume=True, on_event=on_event)
+            ms = statistics.mean(m for m, _ in timed[: args.blocks])
+            prompt = statistics.mean(p for _, p in timed[: args.blocks])
+            rows.append((mark, ms, prompt))
+    base = rows[0][1]
+    print(f"{lm.name} on {lm.device}; {args.blocks} blocks timed per length")
+    for mark, ms, prompt in rows:
+        print(f"{mark:6d} tokens before: {ms:6.1f} ms/token ({ms / base:.2f}x the empty document), "
+              f"context {prompt:.0f} tokens")
 
 
 if __name__ == "__main__":

@@ -75,12 +75,13 @@ class Outline(BaseModel):
             raise ValueError(f"latent has {len(self.latent)} rows for {len(self.sections) + 1} outline nodes")
         return self
 
-    def render(self, current: int | None = None) -> str:
+    def render(self, current: int | None = None, budgets: bool = True) -> str:
         """The outline as text for a model's context; the section being written is marked."""
         lines = [f"Title: {self.title}"]
         for i, s in enumerate(self.sections):
             marker = ">> " if i == current else "   "
-            lines.append(f"{marker}{i + 1}. {s.heading} ({s.words} words){': ' + s.goal if s.goal else ''}")
+            size = f" ({s.words} words)" if budgets else ""
+            lines.append(f"{marker}{i + 1}. {s.heading}{size}{': ' + s.goal if s.goal else ''}")
             if i == current:
                 lines.extend(f"      - {beat}" for beat in s.beats)
         return "\n".join(lines)

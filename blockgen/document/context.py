@@ -52,6 +52,10 @@ def assemble(
 ) -> AssembledContext:
     """Token ids of the chat prompt for the next paragraph, and a log of the parts.
 
+    The instructions, outline, summaries, retrieved passages and entities form the request; the overlapping window
+    is not quoted in it but opens the reply, so the model continues the text itself (small models asked to continue
+    a quoted text tend to echo the quote's label instead).
+
     `reserve` tokens are kept free for the paragraph itself. Parts shrink in this order when the whole does not fit:
     retrieved passages, entities, the oldest summaries, the front of the window.
     """
@@ -76,10 +80,13 @@ def assemble(
             sections.append(f"Related earlier passages:\n{parts['retrieved'][0]}")
         if parts["entities"][0]:
             sections.append(f"Names and facts introduced so far:\n{parts['entities'][0]}")
-        if parts["window"][0]:
-            sections.append(f"The text so far ends with:\n{parts['window'][0]}")
         sections.append(instruction)
-        return lm.encode("\n\n".join(sections), chat=bool(getattr(tokenizer, "chat_template", None)))
+        chat = bool(getattr(tokenizer, "chat_template", None))
+        ids = lm.encode("\n\n".join(sections), chat=chat)
+        if parts["window"][0]:  # the reply opens with the latest text, so the model continues it in a new paragraph
+            opening = parts["window"][0].strip() + "\n\n"
+            ids = ids + list(tokenizer(opening, add_special_tokens=False)["input_ids"])
+        return ids
 
     ids = render()
     for name in ("retrieved", "entities", "summaries", "window"):

@@ -21,6 +21,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from blockgen.document.cleanup import Novelty, clean_block
 from blockgen.document.context import ContextBudget, assemble
 from blockgen.document.export import export_all
 from blockgen.document.state import Block, Document, Request, writable_directory
@@ -31,6 +32,7 @@ from blockgen.planners import Outline, draft_outline, embed, load_outline, templ
 log = logging.getLogger("blockgen.writer")
 _WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u4e00-\u9fff]")
 STATE_FILE = "state.json"
+WINDOW_BLOCKS = 3  # the overlapping window is cut (to window_tokens) from the text of the last blocks
 
 
 def count_words(text: str) -> int:
@@ -47,7 +49,7 @@ class WriterConfig(BaseModel):
     tokens_per_word: float = Field(1.6, gt=0.5, le=4.0, description="budget of new tokens per requested word")
     tolerance: float = Field(0.1, ge=0.0, lt=1.0, description="a section is done within this share of its budget")
     candidates: int = Field(1, ge=1, le=8, description="paragraphs drawn per block for latent steering")
-    repetition_penalty: float = Field(1.0, ge=0.0, description="steering weight against similarity to earlier blocks")
+    novelty_weight: float = Field(1.0, ge=0.0, description="steering weight against similarity to earlier blocks")
     planner: Literal["auto", "model", "template"] = Field(
         "auto", description="who drafts the outline when none is given; auto: the model when it is a block-diffusion "
         "checkpoint (it has a mask token, so infill is native), else the template")
@@ -61,6 +63,10 @@ class WriterConfig(BaseModel):
     threshold: float = Field(0.9, ge=0.0, le=1.0)
     temperature: float = Field(0.0, ge=0.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.15, gt=0.0, le=10.0, description="CTRL's penalty on tokens the block "
+                                      "already holds (1.0: none); small models loop without it")
+    cleanup: Literal["full", "repeats"] = Field("full", description="full: drop markup, numbering, prompt echoes, "
+                                                "junk and repeated sentences; repeats: only repeated sentences")
     max_attempts: int = Field(3, ge=1, le=10, description="tries at a block that produced no words")
 
     @classmethod
@@ -85,21 +91,6 @@ class WriterEvent:
 
 def _block_seed(seed: int, index: int, candidate: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{index}:{candidate}".encode()).digest()[:4], "little")
-
-
-def _norm(sentence: str) -> str:
-    return " ".join(re.findall(r"\w+", sentence.lower()))
-
-
-def _drop_repeats(text: str, seen: set[str]) -> str:
-    """The text without sentences already written (in earlier blocks or earlier in this one)."""
-    kept = []
-    for sentence in split_sentences(text):
-        key = _norm(sentence)
-        if key and key not in seen:
-            seen.add(key)
-            kept.append(sentence)
-    return " ".join(kept)
 
 
 def _trim_to_words(text: str, words: int) -> str:
@@ -202,13 +193,14 @@ class Writer:
         beats = "; ".join(section.beats)
         instruction = (f"Write the next paragraph of the section \"{section.heading}\""
                        f"{': ' + section.goal if section.goal else ''}{' (' + beats + ')' if beats else ''}. "
-                       f"About {target} words. Continue the text; do not repeat it.")
+                       "Say something new.")
         trained = lm.config.max_position_embeddings
         budget = ContextBudget(max_context=cfg.max_context or trained, window=cfg.window_tokens)
-        retrieved = [item.text for item, _ in memory.retrieve(node, cfg.retrieve, exclude_last=1)]
-        window = "\n\n".join(b.text for b in doc.blocks[-3:])
+        recent = doc.blocks[-WINDOW_BLOCKS:]  # the window's source: retrieval looks only further back
+        window = "\n\n".join(b.text for b in recent)
+        retrieved = [item.text for item, _ in memory.retrieve(node, cfg.retrieve, exclude_last=len(recent))]
         context = assemble(
-            lm, kind=doc.request.kind, outline_text=doc.outline.render(current=i), heading=section.heading,
+            lm, kind=doc.request.kind, outline_text=doc.outline.render(current=i, budgets=False), heading=section.heading,
             instruction=instruction, summaries=[b.summary for b in doc.blocks[:-1]], retrieved=retrieved,
             entities=entities.render() if doc.request.kind == "story" else "", window_text=window, budget=budget,
             reserve=max_new + (cfg.block_size or lm.family.block_size),
@@ -219,9 +211,10 @@ class Writer:
         self._last_context = context.log
         log.info("context for block %d: %s", len(doc.blocks), context.log)
         options = dict(max_new_tokens=max_new, scheduler=cfg.scheduler, threshold=cfg.threshold,
-                       block_size=cfg.block_size, temperature=cfg.temperature, top_p=cfg.top_p, ntk_factor=ntk)
+                       block_size=cfg.block_size, temperature=cfg.temperature, top_p=cfg.top_p, ntk_factor=ntk,
+                       repetition_penalty=cfg.repetition_penalty, penalty_scope="generated")
         index = len(doc.blocks)
-        written = {_norm(s) for b in doc.blocks for s in split_sentences(b.text)}
+        written = Novelty([b.text for b in doc.blocks])
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()
             results = []
@@ -233,7 +226,7 @@ class Writer:
                 results.append(lm.generate_results(context.prompt_ids, seed=seed,
                                                    **{**options, "temperature": temperature})[0])
             seconds = time.perf_counter() - start
-            texts = [_trim_to_words(_drop_repeats(r.text.strip(), set(written)), remaining) for r in results]
+            texts = [_trim_to_words(clean_block(r.text, written.copy(), repeats_only=cfg.cleanup == "repeats"), remaining) for r in results]
             best = self._steer(texts, node, memory)
             if best is not None and count_words(texts[best]) > 0:
                 text, result = texts[best], results[best]
@@ -255,5 +248,5 @@ class Writer:
         vectors = embed([texts[n] for n in usable], self.embedder)
         score = vectors @ torch.nn.functional.normalize(node.float(), dim=-1)
         if len(memory):
-            score = score - self.config.repetition_penalty * (vectors @ memory.vectors().T).max(-1).values
+            score = score - self.config.novelty_weight * (vectors @ memory.vectors().T).max(-1).values
         return usable[int(score.argmax())]

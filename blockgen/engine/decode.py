@@ -39,6 +39,8 @@ class DecodeSettings:
     temperature: float = 0.0
     top_k: int | None = None
     top_p: float | None = None
+    repetition_penalty: float = 1.0  # CTRL: logits of tokens already in the row (prompt + committed) / p (or * p if < 0)
+    penalty_scope: str = "context"  # "context": prompt and generated tokens (as transformers); "generated": only these
     stop_token_ids: tuple[int, ...] = ()
     max_post_steps: int = 16  # extra passes after a block's masks are gone, while editing changes tokens
     generator: torch.Generator | None = None
@@ -133,6 +135,17 @@ def _mask_id(family: Family, s: DecodeSettings) -> int:
     raise InvalidArgumentError("block_size", s.block_size, f"this {family.model_type} checkpoint has no mask token, "
                                "so it decodes one token at a time (block_size=1); block diffusion needs an adapted "
                                "checkpoint or a config 'blockgen.mask_token_id'")
+
+
+def _penalize(logits: torch.Tensor, batch: _Batch, mask_id: int, penalty: float, generated: bool) -> torch.Tensor:
+    """CTRL's repetition penalty (as transformers applies it): every token id present in a row's prompt or committed
+    text (only its committed text when `generated`) has its logit divided by `penalty` when positive and multiplied
+    by it when negative."""
+    seen = (batch.editable if generated else batch.valid) & (batch.x >= 0) & (batch.x != mask_id)
+    counts = torch.zeros(logits.shape[0], logits.shape[-1], dtype=torch.long, device=logits.device)
+    counts.scatter_add_(1, batch.x.clamp(min=0), seen.long())
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(counts[:, None, :] > 0, penalized, logits)
 
 
 def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSettings) -> None:
@@ -250,6 +263,8 @@ def decode(
                 zeros = torch.zeros(len(batch.rows), model.config.vocab_size, device=device, dtype=model.dtype)
                 columns = [zeros if c is None else c for c in columns]
             logits = torch.stack(columns, dim=1)  # (B, len(idx), V)
+            if s.repetition_penalty != 1.0:
+                logits = _penalize(logits, batch, mask_id, s.repetition_penalty, s.penalty_scope == "generated")
             if mask_id >= 0:  # the mask token is never a prediction
                 logits[..., mask_id] = float("-inf")
             # ---- scheduler step on those positions; only editable positions of active rows may change

@@ -36,6 +36,8 @@ class GenerationConfig(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     top_k: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="CTRL's penalty on tokens already in the row")
+    penalty_scope: Literal["context", "generated"] = "context"
     seed: int | None = None
     cache: Literal["auto", "exact", "prefix", "dual", "none"] = "auto"
     stop: tuple[str, ...] = ()
@@ -60,6 +62,8 @@ class GenerationConfig(BaseModel):
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            penalty_scope=self.penalty_scope,
             stop_token_ids=tuple(stop_token_ids),
             generator=generator,
             extend_context=self.ntk_factor is not None,

@@ -72,10 +72,10 @@ def test_draft_options_and_bad_input(tiny):
 
 def test_writer_uses_the_model_planner_for_diffusion_checkpoints(tiny, tmp_path):
     doc = blockgen.write_report("how tides work", words=120, out=tmp_path, model=tiny, paragraph_words=40,
-                                block_size=4, threshold=0.5, window_tokens=64)
+                                block_size=4, threshold=0.5, window_tokens=64, cleanup="repeats")
     assert doc.outline.source == "model"
     forced = blockgen.write_report("how tides work", words=120, out=tmp_path / "t", model=tiny, planner="template",
-                                   paragraph_words=40, block_size=4, threshold=0.5, window_tokens=64)
+                                   paragraph_words=40, block_size=4, threshold=0.5, window_tokens=64, cleanup="repeats")
     assert forced.outline.source == "template" and forced.outline.sections[0].heading == "Introduction"
 
 
