@@ -1,0 +1,1 @@
+"""Integrations with other frameworks (imported on demand: `from blockgen.integrations.langchain import ...`)."""
