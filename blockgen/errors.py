@@ -82,3 +82,11 @@ class DocumentStateError(BlockgenError):
     def __init__(self, path: str | Path, message: str):
         self.path = Path(path)
         super().__init__(f"{self.path}: {message}")
+
+
+class ImageModelError(BlockgenError):
+    """A text-to-image pipeline that cannot be used: missing or broken directory, not text-to-image, unsafe weights."""
+
+    def __init__(self, source: str | Path, message: str):
+        self.source = str(source)
+        super().__init__(f"{source}: {message}")

@@ -221,3 +221,40 @@ def diffusion_checkpoint(directory: Path, *, attention: str = "block_causal", sh
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     return directory
+
+
+def tiny_sd_pipeline(directory: Path | None = None, seed: int = 0, safe: bool = True):
+    """A tiny StableDiffusionPipeline from small configs (random weights) with a tokenizer made here (letters as
+    BPE symbols, no merges); saved to `directory` (safetensors unless safe=False) when given."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, norm_num_groups=4, attention_head_dim=2,
+    )
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=32)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for code in range(ord("a"), ord("z") + 1):
+        vocab[chr(code)] = len(vocab)
+        vocab[chr(code) + "</w>"] = len(vocab)
+    import tempfile
+
+    tok_dir = Path(tempfile.mkdtemp(prefix="tiny-clip-tok-"))
+    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=32)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16,
+    ))
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   scheduler=EulerDiscreteScheduler(steps_offset=1), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    if directory is not None:
+        pipe.save_pretrained(directory, safe_serialization=safe)
+    return pipe

@@ -1,0 +1,5 @@
+"""Image blocks: a diffusers text-to-image pipeline drawn between text blocks."""
+
+from blockgen.images.model import ImageModel, ImageSettings, defaults_for, load_image_model
+
+__all__ = ["ImageModel", "ImageSettings", "defaults_for", "load_image_model"]
