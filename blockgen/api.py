@@ -10,7 +10,8 @@ from blockgen.document.writer import Writer, WriterConfig, WriterEvent
 from blockgen.errors import InvalidArgumentError
 
 
-def _write(kind, prompt, *, words, out, model, outline, resume, seed, on_event, **options) -> Document:
+def _write(kind, prompt, *, words, out, model, outline, resume, seed, on_event, image_model=None,
+           **options) -> Document:
     from blockgen.runtime import LoadedModel, load
 
     if not isinstance(prompt, str) or not prompt.strip():
@@ -21,7 +22,13 @@ def _write(kind, prompt, *, words, out, model, outline, resume, seed, on_event, 
     lm = model if isinstance(model, LoadedModel) else load(model)
     request = Request(kind=kind, prompt=prompt.strip(), words=words, seed=seed, model=lm.name,
                       settings=config.model_dump())
-    return Writer(lm, config).write(request, out, outline=outline, resume=resume, on_event=on_event)
+    images = None
+    if image_model is not None:
+        from blockgen.images import ImageModel, load_image_model
+
+        images = image_model if isinstance(image_model, ImageModel) else load_image_model(image_model)
+    return Writer(lm, config, image_model=images).write(request, out, outline=outline, resume=resume,
+                                                        on_event=on_event)
 
 
 def write_report(
@@ -34,6 +41,7 @@ def write_report(
     resume: bool = False,
     seed: int = 0,
     on_event: Callable[[WriterEvent], None] | None = None,
+    image_model=None,
     **options,
 ) -> Document:
     """Plan and write a report of about `words` words into `out` (state.json, document.md/.html/.json).
@@ -41,9 +49,11 @@ def write_report(
     model: "default", a checkpoint path, or a LoadedModel. outline: an Outline or an outline file (JSON, YAML,
     Markdown); by default a template plan. resume=True continues a stopped run from out/state.json. Other options
     are WriterConfig's fields (paragraph_words, candidates, retrieve, window_tokens, block_size, threshold, ...).
+    image_model: a local diffusers text-to-image directory, a pipeline object or an ImageModel; with images=N
+    (WriterConfig) or the outline's image slots, images are drawn between paragraphs into out/images/.
     """
     return _write("report", topic, words=words, out=out, model=model, outline=outline, resume=resume, seed=seed,
-                  on_event=on_event, **options)
+                  on_event=on_event, image_model=image_model, **options)
 
 
 def write_story(
@@ -56,8 +66,9 @@ def write_story(
     resume: bool = False,
     seed: int = 0,
     on_event: Callable[[WriterEvent], None] | None = None,
+    image_model=None,
     **options,
 ) -> Document:
     """Plan and write a story of about `words` words; see write_report for the options."""
     return _write("story", premise, words=words, out=out, model=model, outline=outline, resume=resume, seed=seed,
-                  on_event=on_event, **options)
+                  on_event=on_event, image_model=image_model, **options)

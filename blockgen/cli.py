@@ -71,7 +71,8 @@ def _write(args: argparse.Namespace) -> int:
     from blockgen.runtime import load
 
     console = Console(stderr=True)
-    options = {name: getattr(args, name) for name in ("paragraph_words", "candidates", "block_size", "threshold", "planner")
+    options = {name: getattr(args, name) for name in ("paragraph_words", "candidates", "block_size", "threshold", "planner", "images",
+                                         "image_style", "image_steps")
                if getattr(args, name) is not None}
     lm = load(args.model, device=args.device, dtype=args.dtype)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
@@ -86,6 +87,8 @@ def _write(args: argparse.Namespace) -> int:
                 if plan.get("repairs"):
                     progress.console.print(f"outline drafted by the {plan['source']}; {len(plan['repairs'])} parts "
                                            "repaired (listed in state.json under outline.repairs)")
+            elif event.kind == "image":
+                progress.console.print(f"image {event.context['path']} ({event.context['seconds']:.1f}s)")
             elif event.kind == "block":
                 progress.update(task, description=f"section {event.section + 1}: {event.heading[:30]}",
                                 completed=min(event.words, args.words),
@@ -93,13 +96,14 @@ def _write(args: argparse.Namespace) -> int:
 
         write = write_report if args.kind == "report" else write_story
         doc = write(args.prompt, words=args.words, out=args.out, model=lm, outline=args.outline, resume=args.resume,
-                    seed=args.seed, on_event=on_event, **options)
+                    seed=args.seed, on_event=on_event, image_model=args.image_model, **options)
     stats = doc.stats()
+    images = f"{len(doc.images)} images (in {args.out}/images), " if doc.images else ""
     console.print(
         f"[bold]{doc.outline.title}[/bold]: {stats['words']} words (asked {args.words}) in "
         f"{len(doc.outline.sections)} sections, {stats['blocks']} blocks, {stats['tokens_per_forward']:.2f} "
         f"tokens/forward, {stats['tokens_per_second']:.1f} tokens/s\n"
-        f"written to {args.out}/document.md, document.html, document.json (state: {args.out}/state.json)"
+        f"{images}written to {args.out}/document.md, document.html, document.json (state: {args.out}/state.json)"
     )
     return 0
 
@@ -137,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="who drafts the outline: the model (skeleton infill), the template, or auto (the model "
                             "for block-diffusion checkpoints)")
     write.add_argument("--seed", type=int, default=0)
+    write.add_argument("--images", type=int, help="images to draw between paragraphs (one per section at most)")
+    write.add_argument("--image-model", help="a local diffusers text-to-image pipeline directory")
+    write.add_argument("--image-style", choices=["storybook", "photo", "figure", "none"])
+    write.add_argument("--image-steps", type=int, help="denoising steps per image (default: the model's)")
     write.add_argument("--paragraph-words", type=int)
     write.add_argument("--candidates", type=int, help="paragraphs drawn per block for latent steering")
     write.add_argument("--block-size", type=int)

@@ -24,8 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blockgen.document.cleanup import Novelty, clean_block
 from blockgen.document.context import ContextBudget, assemble
 from blockgen.document.export import export_all
-from blockgen.document.state import Block, Document, Request, writable_directory
-from blockgen.errors import invalid_argument
+from blockgen.document.state import Block, Document, ImageRecord, Request, writable_directory
+from blockgen.errors import InvalidArgumentError, invalid_argument
+from blockgen.images.prompts import DEFAULT_STYLE, NEGATIVE, image_filename, image_prompt, image_seed, place_images, registry
 from blockgen.memory import BlockMemory, EntityTable, abstractive_summary, extractive_summary, split_sentences
 from blockgen.planners import Outline, draft_outline, embed, load_outline, template_outline, with_latent
 
@@ -67,6 +68,14 @@ class WriterConfig(BaseModel):
                                       "already holds (1.0: none); small models loop without it")
     cleanup: Literal["full", "repeats"] = Field("full", description="full: drop markup, numbering, prompt echoes, "
                                                 "junk and repeated sentences; repeats: only repeated sentences")
+    images: int | None = Field(None, ge=0, le=50, description="images to draw (one per section at most); None: the "
+                               "outline's image slots")
+    image_style: Literal["storybook", "photo", "figure", "none"] | None = None
+    image_steps: int | None = Field(None, ge=1, le=200)
+    image_guidance: float | None = Field(None, ge=0.0, le=50.0)
+    image_width: int | None = Field(None, ge=8, le=4096, multiple_of=8)
+    image_height: int | None = Field(None, ge=8, le=4096, multiple_of=8)
+    image_negative: str = NEGATIVE
     max_attempts: int = Field(3, ge=1, le=10, description="tries at a block that produced no words")
 
     @classmethod
@@ -79,7 +88,7 @@ class WriterConfig(BaseModel):
 
 @dataclass
 class WriterEvent:
-    kind: Literal["plan", "block", "section", "done"]
+    kind: Literal["plan", "block", "image", "section", "done"]
     section: int
     heading: str
     words: int  # words in the document so far
@@ -112,8 +121,9 @@ def _trim_to_words(text: str, words: int) -> str:
 class Writer:
     """Writes one Document for one request into an output directory (state.json, document.md/.html/.json)."""
 
-    def __init__(self, lm, config: WriterConfig | None = None, *, embedder=None):
+    def __init__(self, lm, config: WriterConfig | None = None, *, embedder=None, image_model=None):
         self.lm, self.config, self.embedder = lm, config or WriterConfig(), embedder
+        self.image_model = image_model
         self._last_context: dict = {}
 
     @property
@@ -132,7 +142,7 @@ class Writer:
             plan = outline
         else:
             plan = load_outline(outline, words=request.words, kind=request.kind)
-        return with_latent(plan, self.embedder)
+        return with_latent(place_images(plan, self.config.images), self.embedder)
 
     def write(
         self,
@@ -153,9 +163,16 @@ class Writer:
         emit = on_event or (lambda event: None)
         emit(WriterEvent("plan", 0, doc.outline.title, doc.words, request.words,
                          context={"source": doc.outline.source, "repairs": list(doc.outline.repairs)}))
+        slots = doc.outline.images
+        if slots and self.image_model is None:
+            raise InvalidArgumentError("image_model", None, f"{len(slots)} images were asked for (images= or the "
+                                       "outline's image slots) but no image model was given: pass image_model=PATH "
+                                       "(a local diffusers text-to-image pipeline directory) or --image-model PATH, "
+                                       "or images=0 to write without them")
         memory, entities = self._rebuild(doc)
         latent = torch.tensor(doc.outline.latent)
         for i, section in enumerate(doc.outline.sections):
+            self._draw_due(doc, i, out, entities, emit)
             while doc.section_words(i) < section.words * (1 - self.config.tolerance):
                 block = self._write_block(doc, i, memory, entities, latent)
                 if block is None:
@@ -166,12 +183,47 @@ class Writer:
                 entities.update(len(doc.blocks) - 1, block.text)
                 emit(WriterEvent("block", i, section.heading, doc.words, request.words, block.words,
                                  block.tokens / block.seconds if block.seconds else 0.0, self._last_context))
+                self._draw_due(doc, i, out, entities, emit)
+            self._draw_due(doc, i, out, entities, emit, at_end=True)
             emit(WriterEvent("section", i, section.heading, doc.words, request.words))
         doc.status = "done"
         doc.save(state)
         export_all(doc, out)
         emit(WriterEvent("done", len(doc.outline.sections) - 1, doc.outline.title, doc.words, request.words))
         return doc
+
+    # ---- images
+    def _draw_due(self, doc: Document, i: int, out: Path, entities: EntityTable, emit, at_end: bool = False) -> None:
+        """Draw section i's image once its paragraph has been written (at the section's end at the latest)."""
+        slot = doc.outline.sections[i].image
+        if slot is None or any(im.section == i for im in doc.images):
+            return
+        written = len(doc.section_blocks(i))
+        if written < slot.after_paragraph and not at_end:
+            return
+        cfg, section = self.config, doc.outline.sections[i]
+        around = [b.summary or b.text for b in doc.section_blocks(i)[-1:]] or [section.goal or section.heading]
+        characters = registry(entities) if doc.request.kind == "story" else {}
+        style = cfg.image_style or DEFAULT_STYLE[doc.request.kind]
+        prompt = image_prompt(slot.description, around[0], style, characters)
+        seed = image_seed(doc.request.seed, i, slot.after_paragraph)
+        settings = self.image_model.settings(steps=cfg.image_steps, guidance=cfg.image_guidance,
+                                             width=cfg.image_width, height=cfg.image_height)
+        image, seconds = self.image_model.draw(prompt, seed=seed, negative=cfg.image_negative, settings=settings)
+        name = image_filename(len(doc.images) + 1, i, slot.description)
+        folder = out / "images"
+        folder.mkdir(exist_ok=True)
+        tmp = folder / f".{name}.tmp"
+        image.save(tmp, format="PNG")
+        tmp.replace(folder / name)
+        caption = " ".join(slot.description.split())
+        doc.images.append(ImageRecord(section=i, after_paragraph=min(slot.after_paragraph, written),
+                                      path=f"images/{name}", prompt=prompt, caption=caption, seed=seed,
+                                      model=self.image_model.name, seconds=seconds))
+        doc.save(out / STATE_FILE)
+        log.info("image %s for section %d: %r (seed %d, %.2fs)", name, i, prompt, seed, seconds)
+        emit(WriterEvent("image", i, section.heading, doc.words, doc.request.words,
+                         context={"path": f"images/{name}", "prompt": prompt, "seconds": seconds}))
 
     # ---- internals
     def _rebuild(self, doc: Document) -> tuple[BlockMemory, EntityTable]:
@@ -201,7 +253,8 @@ class Writer:
         retrieved = [item.text for item, _ in memory.retrieve(node, cfg.retrieve, exclude_last=len(recent))]
         context = assemble(
             lm, kind=doc.request.kind, outline_text=doc.outline.render(current=i, budgets=False), heading=section.heading,
-            instruction=instruction, summaries=[b.summary for b in doc.blocks[:-1]], retrieved=retrieved,
+            instruction=instruction, retrieved=retrieved,
+            summaries=[b.summary for b in doc.blocks[:-1]] + [f"(Image shown: {im.caption}.)" for im in doc.images],
             entities=entities.render() if doc.request.kind == "story" else "", window_text=window, budget=budget,
             reserve=max_new + (cfg.block_size or lm.family.block_size),
         )
