@@ -15,6 +15,8 @@ class ImageSlot(BaseModel):
 
     after_paragraph: int = Field(0, ge=0)
     description: str = Field(min_length=1)
+    placed: bool = Field(False, description="added by the image budget, not planned: what to draw comes from the "
+                                            "text around it")
 
 
 class Section(BaseModel):

@@ -25,6 +25,7 @@ PROMPT_LABELS = (
     "the previous paragraph",
     "previous paragraphs",
     "this paragraph",
+    "say something new",
 )
 _MARKERS = re.compile(r"<<[^<>]*>>|<<|>>|\*\*|__|^#+\s*")
 _LEADER = re.compile(r"^(?:(?:\d+(?:\.\d+)*[.):]\s*|\d+\s+words?\s*[-–—:]\s*|[A-Z][A-Za-z]{0,12}(?: [A-Z][a-z]{0,12})?:\s+)(?=\S))+")

@@ -26,7 +26,16 @@ from blockgen.document.context import ContextBudget, assemble
 from blockgen.document.export import export_all
 from blockgen.document.state import Block, Document, ImageRecord, Request, writable_directory
 from blockgen.errors import InvalidArgumentError, invalid_argument
-from blockgen.images.prompts import DEFAULT_STYLE, NEGATIVE, image_filename, image_prompt, image_seed, place_images, registry
+from blockgen.images.prompts import (
+    DEFAULT_STYLE,
+    NEGATIVE,
+    caption_for,
+    image_filename,
+    image_prompt,
+    image_seed,
+    place_images,
+    registry,
+)
 from blockgen.memory import BlockMemory, EntityTable, abstractive_summary, extractive_summary, split_sentences
 from blockgen.planners import Outline, draft_outline, embed, load_outline, template_outline, with_latent
 
@@ -216,7 +225,7 @@ class Writer:
         tmp = folder / f".{name}.tmp"
         image.save(tmp, format="PNG")
         tmp.replace(folder / name)
-        caption = " ".join(slot.description.split())
+        caption = caption_for(slot.description, around[0], slot.placed)
         doc.images.append(ImageRecord(section=i, after_paragraph=min(slot.after_paragraph, written),
                                       path=f"images/{name}", prompt=prompt, caption=caption, seed=seed,
                                       model=self.image_model.name, seconds=seconds))

@@ -34,9 +34,19 @@ def image_prompt(description: str, context: str, style: str, characters: dict[st
     text = f"{description} {context}"
     cast = [f"{name}: {told}" for name, told in characters.items() if re.search(rf"\b{re.escape(name)}\b", text)]
     scene = " ".join(context.split()[:24])
+    if scene and scene.lower().startswith(description.strip().rstrip(".").lower()):
+        scene = ""  # the scene only repeats what to show
     parts = [description.strip().rstrip(".")] + ([f"scene: {scene}"] if scene else []) + cast
     body = " ".join("; ".join(parts).split()[:words])
     return f"{body}, {STYLES[style]}" if STYLES[style] else body
+
+
+def caption_for(description: str, scene: str, placed: bool, words: int = 24) -> str:
+    """The caption (and what enters memory): the planned description, or for a placed slot the scene it shows."""
+    if not placed or not scene.strip():
+        return " ".join(description.split())
+    first = re.split(r"(?<=[.!?])\s+", scene.strip())[0]
+    return " ".join(first.split()[:words]).rstrip(",;:")
 
 
 def image_seed(seed: int, section: int, after: int) -> int:
@@ -71,8 +81,8 @@ def place_images(outline: Outline, images: int | None) -> Outline:
         if i not in keep:
             sections.append(s.model_copy(update={"image": None}))
         elif s.image is None:
-            what = s.goal or s.heading
-            sections.append(s.model_copy(update={"image": ImageSlot(after_paragraph=1, description=what)}))
+            slot = ImageSlot(after_paragraph=1, description=s.heading, placed=True)
+            sections.append(s.model_copy(update={"image": slot}))
         else:
             sections.append(s)
     return outline.model_copy(update={"sections": sections})

@@ -9,7 +9,7 @@ import blockgen
 from blockgen.document import Document
 from blockgen.errors import ImageModelError, InvalidArgumentError
 from blockgen.images import load_image_model
-from blockgen.images.prompts import image_filename, image_prompt, place_images, registry
+from blockgen.images.prompts import caption_for, image_filename, image_prompt, place_images, registry
 from blockgen.memory import EntityTable
 from blockgen.planners import template_outline
 
@@ -32,7 +32,8 @@ def sd_dir(tmp_path_factory):
 def test_placement_fills_the_budget_from_the_outline_first():
     outline = template_outline("a lighthouse keeper", 1000, "story")
     placed = place_images(outline, 2)
-    assert [i for i, _ in placed.images] == [1, 3] and all(s.after_paragraph == 1 for _, s in placed.images)
+    assert [i for i, _ in placed.images] == [1, 3] and all(s.after_paragraph == 1 and s.placed
+                                                          for _, s in placed.images)
     assert place_images(outline, None) == outline and place_images(placed, 1).images == placed.images[:1]
     with pytest.raises(InvalidArgumentError, match="images"):
         place_images(outline, 6)
@@ -47,6 +48,8 @@ def test_prompts_describe_recurring_characters_the_same_way():
     told = f"Mara Quill: {cast['Mara Quill']}"
     assert told in first and told in second and first.endswith("warm light")
     assert "Mara" not in image_prompt("an empty harbour", "Dawn.", "none", cast)
+    assert caption_for("Opening", "Mara lit the lamp. Then rain.", placed=True) == "Mara lit the lamp."
+    assert caption_for("The lamp at night", "Mara lit the lamp.", placed=False) == "The lamp at night"
     with pytest.raises(InvalidArgumentError, match="image_style"):
         image_prompt("x", "y", "oil", cast)
     assert image_filename(3, 1, "../../etc/passwd <script>") == "03-s02-etc-passwd-script.png"
@@ -61,7 +64,9 @@ def test_an_illustrated_story_end_to_end(tiny, sd_dir, tmp_path):
         path = tmp_path / "a" / record.path
         assert path.is_file() and Image.open(path).size == (32, 32)
         assert record.path.startswith("images/") and record.seed and record.model == "tiny-sd" and record.seconds > 0
-        assert record.caption and record.prompt.startswith(record.caption.rstrip("."))
+        heading = doc.outline.sections[record.section].heading
+        assert record.prompt.startswith(heading)  # a placed slot: what to draw is its section and the text around it
+        assert record.caption and record.caption in " ".join(b.summary + " " + b.text for b in doc.blocks)
     md = (tmp_path / "a" / "document.md").read_text()
     html = (tmp_path / "a" / "document.html").read_text()
     for record in doc.images:
@@ -102,3 +107,20 @@ def test_images_without_a_model_or_with_a_bad_one(tiny, tmp_path):
     with pytest.raises(InvalidArgumentError, match="image_width"):
         blockgen.write_story("a keeper", words=100, out=tmp_path / "z", model=tiny, images=1,
                              **{**FAST, "image_width": 30})
+
+
+@pytest.mark.slow
+def test_illustrated_story_on_the_default_text_model(sd_dir, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "examples" / "illustrated_story.py"
+    result = subprocess.run([sys.executable, str(script), str(sd_dir), str(tmp_path), "150", "2"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    doc = Document.load(tmp_path / "state.json")
+    assert doc.status == "done" and len(doc.images) == 2 and doc.request.model == "default"
+    assert all((tmp_path / im.path).is_file() for im in doc.images)
+    html = (tmp_path / "document.html").read_text()
+    assert html.count("<figure>") == 2 and "<script>" not in html
