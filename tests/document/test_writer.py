@@ -109,7 +109,8 @@ def test_ntk_factor_is_chosen_when_contexts_outgrow_the_trained_length(tiny, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind,prompt,words", [("report", "how tides work", 100), ("story", "a lighthouse keeper", 80)])
+# (a story on the default model is written, with images, by tests/images/test_illustrated.py)
+@pytest.mark.parametrize("kind,prompt,words", [("report", "how tides work", 100)])
 def test_default_model_writes_a_short_document(default_lm, tmp_path, kind, prompt, words):
     write = blockgen.write_report if kind == "report" else blockgen.write_story
     doc = write(prompt, words=words, out=tmp_path, model=default_lm)

@@ -122,5 +122,10 @@ def test_illustrated_story_on_the_default_text_model(sd_dir, tmp_path):
     doc = Document.load(tmp_path / "state.json")
     assert doc.status == "done" and len(doc.images) == 2 and doc.request.model == "default"
     assert all((tmp_path / im.path).is_file() for im in doc.images)
+    assert 0.5 * 150 <= doc.words <= 1.5 * 150
     html = (tmp_path / "document.html").read_text()
     assert html.count("<figure>") == 2 and "<script>" not in html
+    md = (tmp_path / "document.md").read_text()
+    assert md.startswith("# ") and all(f"## {s.heading}" in md for s in doc.outline.sections)
+    sentences = [s for b in doc.blocks for s in b.text.split(". ")]
+    assert len(sentences) == len(set(sentences))  # no sentence written twice
