@@ -28,7 +28,10 @@ PROMPT_LABELS = (
     "say something new",
 )
 _MARKERS = re.compile(r"<<[^<>]*>>|<<|>>|\*\*|__|^#+\s*")
-_LEADER = re.compile(r"^(?:(?:\d+(?:\.\d+)*[.):]\s*|\d+\s+words?\s*[-–—:]\s*|[A-Z][A-Za-z]{0,12}(?: [A-Z][a-z]{0,12})?:\s+)(?=\S))+")
+# list numbering, "71 words -", and short labels such as "Main Findings:" at the start of a sentence
+_LEADER = re.compile(
+    r"^(?:(?:\d+(?:\.\d+)*[.):]\s*|\d+\s+words?\s*[-–—:]\s*|[A-Z][A-Za-z]{0,12}(?: [A-Z][a-z]{0,12})?:\s+)(?=\S))+"
+)
 _COUNT = re.compile(r"^\(?(?:about\s+)?\d+\s+words?\)?[.:]?$", re.IGNORECASE)
 _GRAM = 4
 

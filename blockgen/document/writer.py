@@ -263,7 +263,8 @@ class Writer:
         context = assemble(
             lm, kind=doc.request.kind, outline_text=doc.outline.render(current=i, budgets=False), heading=section.heading,
             instruction=instruction, retrieved=retrieved,
-            summaries=[b.summary for b in doc.blocks[:-1]] + [f"(Image shown: {im.caption}.)" for im in doc.images],
+            summaries=[b.summary for b in doc.blocks[:-1]] + [f"(Image shown: {im.caption}.)"
+                                                               for im in doc.images],
             entities=entities.render() if doc.request.kind == "story" else "", window_text=window, budget=budget,
             reserve=max_new + (cfg.block_size or lm.family.block_size),
         )
@@ -288,7 +289,9 @@ class Writer:
                 results.append(lm.generate_results(context.prompt_ids, seed=seed,
                                                    **{**options, "temperature": temperature})[0])
             seconds = time.perf_counter() - start
-            texts = [_trim_to_words(clean_block(r.text, written.copy(), repeats_only=cfg.cleanup == "repeats"), remaining) for r in results]
+            repeats_only = cfg.cleanup == "repeats"
+            texts = [_trim_to_words(clean_block(r.text, written.copy(), repeats_only=repeats_only), remaining)
+                     for r in results]
             best = self._steer(texts, node, memory)
             if best is not None and count_words(texts[best]) > 0:
                 text, result = texts[best], results[best]
