@@ -82,7 +82,9 @@ class _Settings(BaseModel):
             options["stop"] = tuple(dict.fromkeys(stops))
         return options
 
-    def _params(self) -> dict:
+    @property
+    def _identifying_params(self) -> Mapping[str, Any]:
+        """The model and every option that is set (LangChain's cache key and tracing parameters)."""
         return {"model": self.model, **{k: getattr(self, k) for k in _CALL_OPTIONS if getattr(self, k) is not None}}
 
 
@@ -108,10 +110,6 @@ class BlockgenLLM(_Settings, LLM):
     @property
     def _llm_type(self) -> str:
         return "blockgen"
-
-    @property
-    def _identifying_params(self) -> Mapping[str, Any]:
-        return self._params()
 
     def _call(self, prompt: str, stop: list[str] | None = None,
               run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> str:
@@ -148,13 +146,10 @@ class ChatBlockgen(_Settings, BaseChatModel):
     committed; the last chunk carries usage (prompt / generated tokens) and the finish reason."""
 
     streaming: bool = False
+
     @property
     def _llm_type(self) -> str:
         return "blockgen-chat"
-
-    @property
-    def _identifying_params(self) -> Mapping[str, Any]:
-        return self._params()
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
