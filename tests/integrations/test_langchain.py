@@ -98,16 +98,19 @@ def test_document_writer_runnable_and_tool(tiny, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script,args,expect", [
-    ("langchain_chain.py", ["the tides"], None),
-    ("langchain_agent_tool.py", ["{tmp}", "60"], "Wrote report"),
+    ("langchain_chain.py", ["the tides", "{model}"], None),
+    ("langchain_agent_tool.py", ["{tmp}", "60", "{model}"], "Wrote report"),
 ])
 def test_examples_run(tmp_path, script, args, expect):
+    """The examples as users run them, on a tiny checkpoint (the chat model itself runs on the default model in
+    the standard integration suite, the writer in the document tests)."""
     import subprocess
     import sys
     from pathlib import Path
 
+    model = diffusion_checkpoint(tmp_path / "bd", max_position_embeddings=1024)
     path = Path(__file__).parents[2] / "examples" / script
-    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    argv = [a.replace("{tmp}", str(tmp_path / "out")).replace("{model}", str(model)) for a in args]
     result = subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.strip()]
