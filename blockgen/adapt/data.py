@@ -1,0 +1,161 @@
+"""Training data for adaptation: chunks of the user's text files, or self-distillation (the base model writes answers
+to a built-in, varied prompt set through blockgen's own engine in AR mode, batched).
+
+A dataset is a JSON-lines file of examples {"prompt": [ids], "completion": [ids]}; only completion tokens are
+masked and supervised, the prompt is clean context. It is written once into the run directory so a resumed run
+trains on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from blockgen.errors import InvalidArgumentError
+
+# What the base model is asked to write: (kind, instruction pattern). Each pattern takes a topic.
+KINDS: tuple[tuple[str, str], ...] = (
+    ("report", "Write the opening section of a short report on {topic}."),
+    ("report", "Write a factual paragraph for a report about {topic}, with one concrete example."),
+    ("story", "Write the first paragraph of a story set around {topic}."),
+    ("story", "Continue a story in which a young engineer discovers something unexpected about {topic}."),
+    ("explanation", "Explain {topic} to a curious twelve-year-old."),
+    ("explanation", "Explain how {topic} works, step by step."),
+    ("list", "List five key facts about {topic}, one per line."),
+    ("list", "Give a numbered list of common mistakes people make about {topic}."),
+    ("dialogue", "Write a short dialogue between a teacher and a student about {topic}."),
+    ("dialogue", "Write a conversation between two friends who disagree about {topic}."),
+    ("letter", "Write a short letter to a newspaper about {topic}."),
+    ("summary", "Summarise what a beginner should know about {topic} in one paragraph."),
+    ("comparison", "Compare two different ways of thinking about {topic}."),
+    ("how-to", "Write practical advice for someone starting to learn about {topic}."),
+)
+
+TOPICS: tuple[str, ...] = (
+    "ocean tides", "volcanoes", "the water cycle", "honeybees", "solar power", "the printing press", "black holes",
+    "vaccines", "rainforests", "electric cars", "the human heart", "ancient Rome", "bread baking", "chess openings",
+    "glaciers", "photosynthesis", "city parks", "the internet", "lighthouses", "desert animals", "earthquakes",
+    "recycling plastic", "the moon landing", "coral reefs", "public libraries", "train travel", "musical scales",
+    "wind turbines", "sleep", "coffee farming", "map making", "the immune system", "bridges", "migratory birds",
+    "weather forecasts", "compound interest", "the Silk Road", "mushrooms", "telescopes", "river deltas",
+)
+
+
+def prompt_set(count: int, seed: int = 0) -> list[str]:
+    """`count` distinct instructions (kinds x topics, shuffled with `seed`); at most len(KINDS) * len(TOPICS)."""
+    pairs = [pattern.format(topic=topic) for topic in TOPICS for _, pattern in KINDS]
+    if not 1 <= count <= len(pairs):
+        raise InvalidArgumentError("distill", count, f"must be between 1 and {len(pairs)} prompts")
+    random.Random(seed).shuffle(pairs)
+    return pairs[:count]
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: tuple[int, ...]
+    completion: tuple[int, ...]
+
+
+def examples_from_texts(tokenizer, files: Iterable[str | Path], seq_len: int) -> list[Example]:
+    """The files' text, tokenized, joined with EOS and cut into seq_len chunks (the last shorter one kept if it has
+    at least a quarter of seq_len tokens). Every token is supervised except the first of a chunk."""
+    ids: list[int] = []
+    eos = tokenizer.eos_token_id
+    for file in files:
+        path = Path(file)
+        if not path.is_file():
+            raise InvalidArgumentError("data", str(path), "no such file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidArgumentError("data", str(path), f"not UTF-8 text ({exc.reason})") from None
+        if not text.strip():
+            raise InvalidArgumentError("data", str(path), "is empty")
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
+        if eos is not None:
+            ids.append(eos)
+    chunks = [ids[i : i + seq_len] for i in range(0, len(ids), seq_len)]
+    chunks = [c for c in chunks if len(c) >= max(2, seq_len // 4)]
+    if not chunks:
+        raise InvalidArgumentError("data", [str(f) for f in files], f"too little text for one {seq_len}-token chunk")
+    return [Example((), tuple(c)) for c in chunks]
+
+
+def distill(
+    lm,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 192,
+    batch_size: int = 16,
+    temperature: float = 0.7,
+    seed: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[Example]:
+    """The base model's own answers to `prompts` (chat format), generated in AR mode (block size 1), batched.
+
+    An answer that ended with EOS keeps that EOS so the adapted model learns where text ends."""
+    examples = []
+    eos = lm.stop_token_ids[0] if lm.stop_token_ids else None
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        results = lm.generate_results(batch, chat=True, max_new_tokens=max_new_tokens, block_size=1,
+                                      temperature=temperature, top_p=0.95, seed=seed + start, cache="auto")
+        for prompt, result in zip(batch, results):
+            completion = list(result.tokens)
+            if result.finish_reason == "stop" and eos is not None and (not completion or completion[-1] != eos):
+                completion.append(eos)
+            if len(completion) >= 8:
+                examples.append(Example(tuple(lm.encode(prompt, chat=True)), tuple(completion)))
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(prompts)), len(prompts))
+    return examples
+
+
+def save_examples(examples: list[Example], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for ex in examples:
+            f.write(json.dumps({"prompt": list(ex.prompt), "completion": list(ex.completion)}) + "\n")
+    tmp.replace(path)
+
+
+def load_examples(path: Path, vocab_size: int) -> list[Example]:
+    examples = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            raw = json.loads(line)
+            example = Example(tuple(int(t) for t in raw["prompt"]), tuple(int(t) for t in raw["completion"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgumentError("data", f"{path}:{number}", f"not a dataset line ({exc})") from None
+        if any(not 0 <= t < vocab_size for t in example.prompt + example.completion):
+            raise InvalidArgumentError("data", f"{path}:{number}", f"token id outside [0, {vocab_size})")
+        examples.append(example)
+    if not examples:
+        raise InvalidArgumentError("data", str(path), "holds no examples")
+    return examples
+
+
+def collate(examples: list[Example], seq_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, valid, maskable), each (B, L) with L the longest row (at most seq_len), padded on the right.
+
+    A row longer than seq_len keeps the end of its prompt (at most half of seq_len) and the start of its completion."""
+    rows, prompt_lens = [], []
+    for ex in examples:
+        prompt = list(ex.prompt[-(seq_len // 2):]) if ex.prompt else []
+        row = (prompt + list(ex.completion))[:seq_len]
+        rows.append(row)
+        prompt_lens.append(len(prompt))
+    length = max(map(len, rows))
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    valid = torch.zeros(len(rows), length, dtype=torch.bool)
+    maskable = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, (row, p) in enumerate(zip(rows, prompt_lens)):
+        ids[i, : len(row)] = torch.tensor(row)
+        valid[i, : len(row)] = True
+        maskable[i, p : len(row)] = True
+    return ids, valid, maskable

@@ -1,0 +1,122 @@
+"""The block-diffusion training layout (BD3-LM / Fast-dLLM v2): a noisy and a clean copy of each sequence in one pass.
+
+A row of length L becomes 2L tokens, [noisy x_t | clean x_0], both at positions 0..L-1. Blocks are aligned to
+absolute positions (block b holds positions b*S .. b*S+S-1), as the engine aligns them for block-causal models.
+
+- noisy query in block b sees the noisy keys of block b (bidirectional inside the block) and the clean keys of blocks
+  before b;
+- clean query in block b sees the clean keys of blocks up to b (block-causal), never a noisy key.
+
+So the noisy copy of block b is denoised from a clean, exactly-cacheable past: the situation of the decode loop, where
+finished blocks are frozen and cached. Each row is drawn twice with complementary masks (a position masked in one is
+clean in the other), so every position that may be masked is supervised exactly once per pair.
+
+Targets: with a logit shift (Fast-dLLM v2, AR bases) token i is predicted from position i-1: the noisy copy's i-1
+inside a block, the clean copy's i-1 for a block's first token (the last position of the finished block before it,
+which is where the decode loop reads that prediction). Without a shift, from the noisy copy's position i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from blockgen.errors import InvalidArgumentError
+
+
+def training_mask(length: int, block_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """(B or 1, 1, 2L, 2L) bool attention mask over [noisy | clean] (True = may attend).
+
+    valid: (B, L) bool, False for padding; padded keys are hidden, padded queries see everything (never read).
+    """
+    if block_size < 1:
+        raise InvalidArgumentError("block_size", block_size, "must be >= 1")
+    device = valid.device if valid is not None else None
+    block = torch.arange(length, device=device) // block_size
+    q, k = block[:, None], block[None, :]
+    noisy_noisy = q == k
+    noisy_clean = k < q
+    clean_clean = k <= q
+    clean_noisy = torch.zeros_like(noisy_noisy)
+    mask = torch.cat([torch.cat([noisy_noisy, noisy_clean], 1), torch.cat([clean_noisy, clean_clean], 1)], 0)
+    mask = mask[None]  # (1, 2L, 2L)
+    if valid is not None:
+        both = torch.cat([valid, valid], 1)  # (B, 2L)
+        mask = (mask & both[:, None, :]) | ~both[:, :, None]
+    return mask[:, None]
+
+
+def predictor_index(length: int, block_size: int, logit_shift: bool, device=None) -> torch.Tensor:
+    """(L,) index into the 2L stream of the hidden state that predicts token i (-1 where none does: i = 0 with a shift)."""
+    i = torch.arange(length, device=device)
+    if not logit_shift:
+        return i
+    first = (i % block_size) == 0
+    index = torch.where(first, length + i - 1, i - 1)
+    return torch.where(i == 0, torch.full_like(i, -1), index)
+
+
+def draw_masks(maskable: torch.Tensor, block_size: int, generator: torch.Generator, eps: float = 1e-3) -> torch.Tensor:
+    """(2B, L) bool: for each row a mask drawn with one noise level t ~ U(eps, 1) per block, then its complement
+    (restricted to maskable positions). maskable: (B, L) bool (False for prompt tokens, padding and position 0)."""
+    b, length = maskable.shape
+    blocks = -(-length // block_size)
+    t = eps + (1 - eps) * torch.rand(b, blocks, generator=generator)
+    level = t.repeat_interleave(block_size, dim=1)[:, :length].to(maskable.device)
+    draw = torch.rand(b, length, generator=generator).to(maskable.device) < level
+    first = draw & maskable
+    return torch.cat([first, maskable & ~first], 0)
+
+
+@dataclass
+class TrainingBatch:
+    """One forward's inputs and targets. Rows are the complementary pairs of the source rows."""
+
+    input_ids: torch.Tensor  # (2B, 2L): [noisy | clean]
+    positions: torch.Tensor  # (2B, 2L)
+    attn_mask: torch.Tensor  # (2B, 1, 2L, 2L)
+    target_rows: torch.Tensor  # (N,) row of each supervised token
+    target_cols: torch.Tensor  # (N,) index in the 2L stream of the hidden state that predicts it
+    targets: torch.Tensor  # (N,) the clean token ids
+    masked: torch.Tensor  # (2B, L) which positions were masked
+
+    @property
+    def tokens(self) -> int:
+        return int(self.targets.numel())
+
+
+def build_batch(
+    ids: torch.Tensor,
+    valid: torch.Tensor,
+    maskable: torch.Tensor,
+    *,
+    block_size: int,
+    mask_token_id: int,
+    logit_shift: bool,
+    generator: torch.Generator,
+) -> TrainingBatch:
+    """The training batch for clean rows `ids` (B, L): complementary noisy copies, the 2L layout and the targets."""
+    if ids.shape != valid.shape or ids.shape != maskable.shape:
+        raise InvalidArgumentError("ids", tuple(ids.shape), "ids, valid and maskable must have one shape")
+    b, length = ids.shape
+    if logit_shift:
+        maskable = maskable.clone()
+        maskable[:, 0] = False  # nothing predicts the first token
+    maskable = maskable & valid
+    masked = draw_masks(maskable, block_size, generator)
+    clean = ids.repeat(2, 1)
+    noisy = torch.where(masked, torch.full_like(clean, mask_token_id), clean)
+    valid2 = valid.repeat(2, 1)
+    positions = torch.arange(length, device=ids.device).repeat(2)[None].expand(2 * b, 2 * length)
+    index = predictor_index(length, block_size, logit_shift, ids.device)
+    rows, cols = masked.nonzero(as_tuple=True)
+    return TrainingBatch(
+        input_ids=torch.cat([noisy, clean], 1),
+        positions=positions,
+        attn_mask=training_mask(length, block_size, valid2),
+        target_rows=rows,
+        target_cols=index[cols],
+        targets=clean[rows, cols],
+        masked=masked,
+    )

@@ -1,0 +1,133 @@
+"""`adapt` end to end on tiny real models: the trained model decodes several tokens per forward, a resumed run
+continues the same run, runs refuse to clobber or silently diverge, and self-distillation goes through the engine."""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import blockgen
+from blockgen.adapt import AdaptConfig, adapt
+from blockgen.adapt.trainer import pick_mask_token
+from blockgen.errors import InvalidArgumentError
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    from helpers import save_checkpoint, tiny_hf_model
+
+    return save_checkpoint(tiny_hf_model(), tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def alphabet(tmp_path_factory):
+    """Lines of the alphabet from a random letter on: after a block of context, every later letter is certain."""
+    rng, letters = random.Random(0), "abcdefghijklmnopqrstuvwxyz"
+    lines = ["".join(letters[(start + i) % 26] for i in range(40)) for start in (rng.randrange(26) for _ in range(300))]
+    path = tmp_path_factory.mktemp("data") / "alphabet.txt"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def test_trained_tiny_model_commits_several_tokens_per_forward(base, alphabet, tmp_path):
+    config = AdaptConfig.build(base=str(base), data=[str(alphabet)], steps=240, batch_size=8, seq_len=48, lr=3e-3,
+                               lora_rank=None, block_sizes=[1, 2, 4], checkpoint_every=1000, device="cpu",
+                               warmup_steps=10)
+    seen = []
+    result = adapt(config, tmp_path / "run", on_progress=seen.append)
+    assert result.finished and result.step == 240 and result.tokens_seen > 0
+    losses = [p.loss for p in seen]
+    assert sum(losses[-20:]) / 20 < 0.5 * sum(losses[:20]) / 20  # the loss falls
+    assert [p.block_size for p in seen][0:120:40] == [1, 2, 4]  # the curriculum: 30% of the steps warm up
+    lm = blockgen.load(tmp_path / "run", device="cpu")
+    assert lm.family.attention.value == "block_causal" and lm.family.block_size == 4
+    record = json.loads((tmp_path / "run" / "config.json").read_text())["blockgen_training"]
+    assert record["steps"] == 240 and record["tokens_seen"] == result.tokens_seen
+    per_forward = []
+    for prompt in ("klmnopqrst", "defghijklm", "uvwxyzabcd"):
+        out = lm.generate_results(prompt, max_new_tokens=16, block_size=4, threshold=0.9)[0]
+        per_forward.append(out.stats.tokens_per_forward)
+    assert sum(per_forward) / len(per_forward) > 1.3, per_forward
+    # the untrained base, decoded the same way, commits one token per forward
+    ar = blockgen.load(base, device="cpu").generate_results("klmnopqrst", max_new_tokens=16)[0]
+    assert ar.stats.tokens_per_forward == 1.0
+
+
+def _lora_config(base, alphabet, **overrides):
+    options = dict(base=str(base), data=[str(alphabet)], steps=6, batch_size=4, seq_len=32, lr=1e-2, lora_rank=4,
+                   block_sizes=[1, 4], checkpoint_every=2, device="cpu", warmup_steps=2, mask_noise_fraction=1.0)
+    return AdaptConfig.build(**(options | overrides))
+
+
+def test_resume_continues_the_same_run(base, alphabet, tmp_path):
+    straight = adapt(_lora_config(base, alphabet), tmp_path / "straight")
+    first = adapt(_lora_config(base, alphabet), tmp_path / "split", stop_after=3)
+    assert not first.finished and first.step == 3
+    lm = blockgen.load(tmp_path / "split", device="cpu")  # loadable after any checkpoint
+    assert lm.family.attention.value == "block_causal"
+    second = adapt(_lora_config(base, alphabet), tmp_path / "split", resume=True)
+    assert second.finished and second.step == 6 and second.tokens_seen == straight.tokens_seen
+    a = load_file(tmp_path / "straight" / "training" / "checkpoint" / "trainable.safetensors")
+    b = load_file(tmp_path / "split" / "training" / "checkpoint" / "trainable.safetensors")
+    assert a.keys() == b.keys() and any("lora_A" in k for k in a) and "mask_embedding" in a
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-6, rtol=1e-5)
+    states = [json.loads((tmp_path / d / "training" / "checkpoint" / "state.json").read_text())
+              for d in ("straight", "split")]
+    assert states[0]["losses"] == pytest.approx(states[1]["losses"], abs=1e-4)
+    config = json.loads((tmp_path / "split" / "adapter_config.json").read_text())
+    assert config["training"]["steps"] == 6 and config["lora_rank"] == 4
+
+
+def test_runs_refuse_to_clobber_or_drift(base, alphabet, tmp_path):
+    adapt(_lora_config(base, alphabet, steps=2), tmp_path / "run")
+    with pytest.raises(InvalidArgumentError, match="resume"):
+        adapt(_lora_config(base, alphabet, steps=2), tmp_path / "run")
+    with pytest.raises(InvalidArgumentError, match="lr=0.001"):
+        adapt(_lora_config(base, alphabet, steps=4, lr=1e-3), tmp_path / "run", resume=True)
+    more = adapt(_lora_config(base, alphabet, steps=4), tmp_path / "run", resume=True)  # only steps may grow
+    assert more.step == 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidArgumentError, match="out="):
+        adapt(_lora_config(base, alphabet), tmp_path / "other")
+
+
+def test_bad_settings_name_the_parameter(base, alphabet, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="block_sizes"):
+        AdaptConfig.build(base=str(base), distill=4, block_sizes=[4, 2])
+    with pytest.raises(InvalidArgumentError, match="data="):
+        AdaptConfig.build(base=str(base))
+    with pytest.raises(InvalidArgumentError, match="steps"):
+        AdaptConfig.build(base=str(base), distill=4, steps=0)
+    with pytest.raises(InvalidArgumentError, match="no such file"):
+        adapt(AdaptConfig.build(base=str(base), data=[str(tmp_path / "nope.txt")], device="cpu"), tmp_path / "a")
+    with pytest.raises(InvalidArgumentError, match="mask_token"):
+        adapt(_lora_config(base, alphabet, mask_token="<|nope|>"), tmp_path / "b")
+    from helpers import diffusion_checkpoint
+
+    diffusion = diffusion_checkpoint(tmp_path / "diffusion")
+    with pytest.raises(InvalidArgumentError, match="causal LM"):
+        adapt(_lora_config(diffusion, alphabet), tmp_path / "c")
+
+
+def test_mask_token_choice(tokenizer):
+    assert pick_mask_token(tokenizer, None) == ("<|mask|>", tokenizer.convert_tokens_to_ids("<|mask|>"))
+    assert pick_mask_token(tokenizer, "<|im_end|>")[0] == "<|im_end|>"
+
+
+def test_self_distillation_writes_the_dataset(base, tmp_path):
+    config = AdaptConfig.build(base=str(base), distill=3, distill_tokens=12, distill_batch=2, steps=2, batch_size=2,
+                               seq_len=64, lora_rank=4, block_sizes=[2], device="cpu", distill_temperature=0.0)
+    phases = []
+    adapt(config, tmp_path / "run", on_progress=lambda p: phases.append((p.phase, p.done, p.total)))
+    assert ("distill", 2, 3) in phases and ("distill", 3, 3) in phases
+    lines = [json.loads(line) for line in (tmp_path / "run" / "training" / "data.jsonl").read_text().splitlines()]
+    assert len(lines) == 3
+    from helpers import make_tokenizer
+
+    tok = make_tokenizer()
+    assert all(tok.decode(line["prompt"]).startswith("<|im_start|>user\n") for line in lines)
+    assert all(8 <= len(line["completion"]) <= 13 for line in lines)
