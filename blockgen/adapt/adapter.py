@@ -84,13 +84,10 @@ def save_adapter(directory: Path, config: dict, tensors: dict[str, torch.Tensor]
 
 
 def read_adapter_config(directory: Path) -> dict:
+    from blockgen.loading import read_json_object
+
     path = directory / ADAPTER_CONFIG
-    try:
-        raw = json.loads(path.read_text())
-    except ValueError as exc:
-        raise CorruptCheckpointError(path, f"not valid JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CorruptCheckpointError(path, "not a JSON object")
+    raw = read_json_object(path)
     for key, kind in (("base", str), ("lora_rank", int), ("lora_alpha", (int, float)), ("targets", list),
                       ("blockgen", dict), ("files", list)):
         if not isinstance(raw.get(key), kind):

