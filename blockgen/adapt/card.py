@@ -20,8 +20,9 @@ def render_card(base: str, family: dict, record: dict) -> str:
     lora = settings.get("lora_rank")
     tuning = f"LoRA rank {lora} (alpha {settings.get('lora_alpha') or 2 * lora})" if lora else "full fine-tuning"
     loss = record.get("loss")
+    name = "the embedded default (SmolLM2-135M-Instruct)" if base in ("default", "default-ar") else base
     lines = [
-        "# Block-diffusion adaptation of " + base,
+        "# Block-diffusion adaptation of " + name,
         "",
         "Made by `blockgen adapt` (the LLaDA2.0 / Fast-dLLM v2 recipe): the causal base is trained to denoise blocks of",
         "masked tokens with block-causal attention over a clean copy of the sequence (BD3-LM layout), noise level drawn",

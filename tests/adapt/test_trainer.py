@@ -45,6 +45,8 @@ def test_trained_tiny_model_commits_several_tokens_per_forward(base, alphabet, t
     assert lm.family.attention.value == "block_causal" and lm.family.block_size == 4
     record = json.loads((tmp_path / "run" / "config.json").read_text())["blockgen_training"]
     assert record["steps"] == 240 and record["tokens_seen"] == result.tokens_seen
+    card = (tmp_path / "run" / "MODEL_CARD.md").read_text()
+    assert f"tokens seen: {result.tokens_seen:,}" in card and "full fine-tuning" in card and "alphabet.txt" in card
     per_forward = []
     for prompt in ("klmnopqrst", "defghijklm", "uvwxyzabcd"):
         out = lm.generate_results(prompt, max_new_tokens=16, block_size=4, threshold=0.9)[0]
