@@ -142,12 +142,14 @@ class Trainee(nn.Module):
         self.mask_embedding = nn.Parameter(decoder.model.embed_tokens.weight[mask_token_id].detach().clone().float())
 
     def forward(self, batch: TrainingBatch, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """noise: (number of mask tokens in input_ids, H), added to the mask embedding at each of them in order."""
         embed = self.decoder.model.embed_tokens(batch.input_ids)
         is_mask = (batch.input_ids == self.mask_token_id)[..., None]
         row = self.mask_embedding.to(embed.dtype)
-        if noise is not None:
-            row = row + noise.to(embed.dtype)
-        embed = torch.where(is_mask, row, embed)
+        if noise is None:
+            embed = torch.where(is_mask, row, embed)
+        else:
+            embed = embed.masked_scatter(is_mask, row + noise.to(embed.dtype))
         hidden = self.decoder.hidden_states(batch.input_ids, positions=batch.positions, attn_mask=batch.attn_mask,
                                             inputs_embeds=embed)
         picked = hidden[batch.target_rows, batch.target_cols]
@@ -386,6 +388,8 @@ def adapt(
     embed_std = float(decoder.model.embed_tokens.weight.detach().float().std())
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     rank, world = accelerator.process_index, accelerator.num_processes
+    if config.batch_size < world:
+        raise InvalidArgumentError("batch_size", config.batch_size, f"is smaller than the {world} processes")
 
     def record() -> dict:
         recent = state["losses"][-20:]
@@ -417,8 +421,8 @@ def adapt(
         sigma = config.mask_noise_at(step) * embed_std
         noise = None
         if sigma > 0:  # LLaDA2.0: each masked position gets its own noisy copy of the mask embedding early on
-            shape = (*batch.input_ids.shape, trainee.mask_embedding.shape[0])
-            noise = (torch.randn(shape, generator=generator) * sigma).to(accelerator.device)
+            count = int((batch.input_ids == mask[1]).sum())
+            noise = (torch.randn(count, trainee.mask_embedding.shape[0], generator=generator) * sigma).to(accelerator.device)
         with accelerator.autocast():
             loss = model(batch, noise)
         accelerator.backward(loss)

@@ -133,3 +133,23 @@ def test_self_distillation_writes_the_dataset(base, tmp_path):
     tok = make_tokenizer()
     assert all(tok.decode(line["prompt"]).startswith("<|im_start|>user\n") for line in lines)
     assert all(8 <= len(line["completion"]) <= 13 for line in lines)
+
+
+def test_mask_embedding_is_trained_and_noised_per_position(base):
+    from blockgen.adapt.layout import build_batch
+    from blockgen.adapt.trainer import Trainee
+
+    lm = blockgen.load(base, device="cpu")
+    mask_id = lm.tokenizer.convert_tokens_to_ids("<|mask|>")
+    trainee = Trainee(lm.model, mask_id)
+    ids = torch.randint(10, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    ones = torch.ones_like(ids, dtype=torch.bool)
+    batch = build_batch(ids, ones, ones, block_size=4, mask_token_id=mask_id, logit_shift=True,
+                        generator=torch.Generator().manual_seed(1))
+    count = int((batch.input_ids == mask_id).sum())
+    plain = trainee(batch)
+    torch.testing.assert_close(trainee(batch, torch.zeros(count, lm.config.hidden_size)), plain)
+    noisy = trainee(batch, torch.randn(count, lm.config.hidden_size, generator=torch.Generator().manual_seed(2)))
+    assert not torch.allclose(noisy, plain)
+    plain.backward()
+    assert trainee.mask_embedding.grad is not None and trainee.mask_embedding.grad.abs().sum() > 0
