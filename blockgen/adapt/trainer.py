@@ -182,11 +182,13 @@ def pick_mask_token(tokenizer, requested: str | None) -> tuple[str, int]:
 def _examples_for_step(examples: list[Example], step: int, batch_size: int, seed: int) -> list[Example]:
     """The batch of step `step`: consecutive slots of per-epoch permutations (a pure function of step)."""
     n = len(examples)
+    orders: dict[int, torch.Tensor] = {}  # one permutation per epoch the step touches
     picked = []
     for k in range(step * batch_size, (step + 1) * batch_size):
         epoch, slot = divmod(k, n)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
-        picked.append(examples[int(order[slot])])
+        if epoch not in orders:
+            orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
+        picked.append(examples[int(orders[epoch][slot])])
     return picked
 
 
