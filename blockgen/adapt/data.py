@@ -102,15 +102,15 @@ def distill(
     examples = []
     eos = lm.stop_token_ids[0] if lm.stop_token_ids else None
     for start in range(0, len(prompts), batch_size):
-        batch = prompts[start : start + batch_size]
-        results = lm.generate_results(batch, chat=True, max_new_tokens=max_new_tokens, block_size=1,
+        batch = [lm.encode(prompt, chat=True) for prompt in prompts[start : start + batch_size]]
+        results = lm.generate_results(batch, max_new_tokens=max_new_tokens, block_size=1,
                                       temperature=temperature, top_p=0.95, seed=seed + start, cache="auto")
         for prompt, result in zip(batch, results):
             completion = list(result.tokens)
             if result.finish_reason == "stop" and eos is not None and (not completion or completion[-1] != eos):
                 completion.append(eos)
             if len(completion) >= 8:
-                examples.append(Example(tuple(lm.encode(prompt, chat=True)), tuple(completion)))
+                examples.append(Example(tuple(prompt), tuple(completion)))
         if on_batch is not None:
             on_batch(min(start + batch_size, len(prompts)), len(prompts))
     return examples

@@ -280,7 +280,13 @@ class _Run:
 
 
 def _base_name(base: str) -> str:
-    return "default-ar" if base == "default" else base
+    """What the run loads and the adapter records as its base: the plain AR default, or the absolute path."""
+    return "default-ar" if base == "default" else str(Path(base).expanduser().resolve())
+
+
+def _recent_loss(losses: list[float]) -> float | None:
+    recent = losses[-20:]
+    return sum(recent) / len(recent) if recent else None
 
 
 def _dataset(run: _Run, config: AdaptConfig, lm, on_progress) -> list[Example]:
@@ -313,7 +319,7 @@ def _export(run: _Run, config: AdaptConfig, trainee: Trainee, lm, mask: tuple[st
         tensors = adapter_io.lora_state(trainee.decoder)
         tensors[adapter_io.MASK_EMBEDDING] = mask_row
         adapter_io.save_adapter(run.out, {
-            "base": "default-ar" if config.base == "default" else str(Path(config.base).expanduser().resolve()),
+            "base": _base_name(config.base),
             "lora_rank": config.lora_rank,
             "lora_alpha": config.lora_alpha or 2 * config.lora_rank,
             "targets": list(adapter_io.LORA_TARGETS),
@@ -394,9 +400,8 @@ def adapt(
         raise InvalidArgumentError("batch_size", config.batch_size, f"is smaller than the {world} processes")
 
     def record() -> dict:
-        recent = state["losses"][-20:]
         return {"steps": state["step"], "steps_planned": config.steps, "tokens_seen": state["tokens_seen"],
-                "loss": sum(recent) / len(recent) if recent else None, "examples": len(examples),
+                "loss": _recent_loss(state["losses"]), "examples": len(examples),
                 "data": {"files": config.data, "distilled_prompts": config.distill},
                 "settings": config.model_dump(exclude={"data"}), "metrics": {}}
 
@@ -449,7 +454,5 @@ def adapt(
             break
     if state["step"] == first:
         checkpoint()
-    recent = state["losses"][-20:]
-    return AdaptResult(run.out, state["step"], config.steps, state["tokens_seen"],
-                       sum(recent) / len(recent) if recent else None, state["step"] >= config.steps,
-                       time.perf_counter() - start_time)
+    return AdaptResult(run.out, state["step"], config.steps, state["tokens_seen"], _recent_loss(state["losses"]),
+                       state["step"] >= config.steps, time.perf_counter() - start_time)
