@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--record", action="store_true", help="write the figures into the model's card and record")
+    parser.add_argument("--json", type=Path, help="also write the rows and gates to this JSON file")
     args = parser.parse_args()
 
     base = blockgen.load(args.base, device=args.device)
@@ -124,9 +125,14 @@ def main() -> None:
         ("judge perplexity <= 1.25x AR", largest["judge_ppl"] / ar["judge_ppl"], 1.25, False),
         (f"tokens/s >= {speed_gate}x AR", largest["tokens_per_second"] / ar["tokens_per_second"], speed_gate, True),
     ]
+    verdicts = []
     for name, value, bound, higher in gates:
         ok = value >= bound if higher else value <= bound
+        verdicts.append({"gate": name, "value": value, "bound": bound, "met": ok})
         print(f"gate {name}: {value:.2f} -> {'met' if ok else 'MISSED'}")
+    if args.json:
+        args.json.write_text(json.dumps({"device": str(base.device), "dtype": str(base.dtype), "settings": vars(args)
+                                         | {"json": str(args.json)}, "rows": rows, "gates": verdicts}, indent=2))
     if args.record:
         record_metrics(adapted.path, rows, base.device, args)
 

@@ -123,7 +123,7 @@ def _adapt(args: argparse.Namespace) -> int:
 
     options = {name: getattr(args, name) for name in (
         "data", "distill", "distill_tokens", "steps", "batch_size", "seq_len", "lr", "lora_rank", "block_sizes",
-        "mask_token", "seed", "checkpoint_every", "device") if getattr(args, name) is not None}
+        "mask_token", "seed", "checkpoint_every", "device", "adapter_dtype") if getattr(args, name) is not None}
     if args.full:
         options["lora_rank"] = None
     config = AdaptConfig.build(base=args.base, **options)
@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad = sub.add_parser("adapt", help="turn a causal LM into a block-diffusion model (LoRA or full fine-tuning)")
     ad.add_argument("base", nargs="?", default="default", help="'default', a checkpoint directory or a .gguf file")
     ad.add_argument("--out", required=True, help="run directory: the adapter (or checkpoint) and training state")
-    ad.add_argument("--data", action="append", help="UTF-8 text file to train on (repeatable)")
+    ad.add_argument("--data", action="append",
+                    help="UTF-8 text file, or .jsonl dataset a run wrote, to train on (repeatable)")
     ad.add_argument("--distill", type=int, help="prompts of the built-in set the base model answers (self-distillation)")
     ad.add_argument("--distill-tokens", type=int, help="tokens per distilled answer")
     ad.add_argument("--steps", type=int)
@@ -208,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     ad.add_argument("--block-sizes", type=_sizes, help="block-size curriculum, e.g. 1,2,4,8 (the last is the target)")
     ad.add_argument("--mask-token", help="token text to dedicate as the mask")
+    ad.add_argument("--adapter-dtype", choices=["float32", "bfloat16"], help="LoRA weights as saved")
     ad.add_argument("--seed", type=int)
     ad.add_argument("--checkpoint-every", type=int)
     ad.add_argument("--device", help="auto | cpu | cuda")

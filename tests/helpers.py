@@ -157,9 +157,9 @@ _GGUF_TOP = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weigh
              "lm_head.weight": "output.weight"}
 
 
-def write_gguf(model, path: Path, arch: str) -> Path:
+def write_gguf(model, path: Path, arch: str, *, chat_template: bool = False) -> Path:
     """A tiny transformers model written as GGUF the way llama.cpp lays it out (LLaMA q/k rows permuted into
-    interleaved rotary pairs), with this module's tokenizer in the GGUF metadata."""
+    interleaved rotary pairs), with this module's tokenizer (and, if asked, its chat template) in the metadata."""
     import gguf
     import numpy as np
 
@@ -184,6 +184,8 @@ def write_gguf(model, path: Path, arch: str) -> Path:
     writer.add_token_merges([" ".join(pair) for pair in MERGES])
     writer.add_bos_token_id(tok.eos_token_id)
     writer.add_eos_token_id(tok.eos_token_id)
+    if chat_template:
+        writer.add_chat_template(CHAT_TEMPLATE)
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight" and cfg.tie_word_embeddings:
             continue  # a tied head is the embedding: llama.cpp writes no output.weight then

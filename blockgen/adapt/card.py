@@ -39,6 +39,7 @@ def render_card(base: str, family: dict, record: dict) -> str:
         "",
         f"- data: {'; '.join(sources) or 'n/a'} ({record.get('examples', 'n/a')} examples)",
         f"- steps: {record.get('steps')} of {record.get('steps_planned')}; tokens seen: {record.get('tokens_seen', 0):,}",
+        f"- hardware: {record.get('hardware', 'n/a')}; training wall time: {_duration(record.get('train_seconds'))}",
         f"- tuning: {tuning}; lr {settings.get('lr')} (warmup-stable-decay); batch {settings.get('batch_size')} x "
         f"{settings.get('seq_len')} tokens; block sizes {settings.get('block_sizes')}",
         f"- mask-embedding noise: {settings.get('mask_noise')} x the embeddings' std, decaying over the first "
@@ -54,6 +55,12 @@ def render_card(base: str, family: dict, record: dict) -> str:
     else:
         lines.append("Not measured yet: `python benchmarks/default_model.py --model <this directory> --record`.")
     return "\n".join(lines) + "\n"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
 def write_card(directory: Path, base: str, family: dict, record: dict) -> None:

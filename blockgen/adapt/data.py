@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,20 @@ import torch
 
 from blockgen.errors import InvalidArgumentError
 
-# What the base model is asked to write: (kind, instruction pattern). Each pattern takes a topic.
+# What the base model is asked to write: (kind, instruction pattern). Each pattern takes a topic. The "section" and
+# "scene" kinds are the writer's own requests (one paragraph of a report section or a story part).
 KINDS: tuple[tuple[str, str], ...] = (
     ("report", "Write the opening section of a short report on {topic}."),
     ("report", "Write a factual paragraph for a report about {topic}, with one concrete example."),
+    ("section", "Write the 'Background' section of a short report on {topic}. One paragraph of about 150 words."),
+    ("section", "Write the 'How it works' section of a short report on {topic}. One paragraph of about 150 words."),
+    ("section", "Write the 'Why it matters' section of a short report on {topic}. One paragraph of about 120 words."),
+    ("section", "Write the 'Conclusion' section of a short report on {topic}. One paragraph of about 100 words."),
     ("story", "Write the first paragraph of a story set around {topic}."),
     ("story", "Continue a story in which a young engineer discovers something unexpected about {topic}."),
+    ("scene", "Write the opening scene of a short story about {topic}. One paragraph of about 150 words."),
+    ("scene", "Write the turning point of a short story about {topic}. One paragraph of about 150 words."),
+    ("scene", "Write the ending of a short story about {topic}. One paragraph of about 120 words."),
     ("explanation", "Explain {topic} to a curious twelve-year-old."),
     ("explanation", "Explain how {topic} works, step by step."),
     ("list", "List five key facts about {topic}, one per line."),
@@ -34,8 +43,12 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("summary", "Summarise what a beginner should know about {topic} in one paragraph."),
     ("comparison", "Compare two different ways of thinking about {topic}."),
     ("how-to", "Write practical advice for someone starting to learn about {topic}."),
+    ("history", "Describe how people's understanding of {topic} has changed over time."),
+    ("description", "Describe {topic} in vivid detail for someone who has never seen it."),
+    ("argument", "Make the case, in a short essay, that {topic} deserves more attention."),
 )
 
+# Held apart from benchmarks/default_model.py's prompts (their topics appear nowhere here).
 TOPICS: tuple[str, ...] = (
     "ocean tides", "volcanoes", "the water cycle", "honeybees", "solar power", "the printing press", "black holes",
     "vaccines", "rainforests", "electric cars", "the human heart", "ancient Rome", "bread baking", "chess openings",
@@ -43,22 +56,72 @@ TOPICS: tuple[str, ...] = (
     "recycling plastic", "the moon landing", "coral reefs", "public libraries", "train travel", "musical scales",
     "wind turbines", "sleep", "coffee farming", "map making", "the immune system", "bridges", "migratory birds",
     "weather forecasts", "compound interest", "the Silk Road", "mushrooms", "telescopes", "river deltas",
+    "ant colonies", "the Great Wall of China", "clocks and timekeeping", "paper making", "wolves", "tea ceremonies",
+    "submarines", "the periodic table", "street markets", "origami", "penguins", "the Olympic Games", "jazz music",
+    "beekeeping in cities", "the Amazon river", "tsunamis", "cheese making", "hot air balloons", "octopuses",
+    "the first computers", "windmills", "desert oases", "spices and the spice trade", "lightning", "snowflakes",
+    "ancient Egypt", "the Vikings", "sourdough", "deep sea vents", "the Arctic", "kites", "rice farming",
+    "mountain climbing", "the human brain", "earthworms", "solar eclipses", "fossils", "wool and weaving",
+    "the postal service", "old radio shows", "canals", "tropical storms", "wildfires", "elephants", "glassblowing",
+    "the Renaissance", "space stations", "video game design", "urban gardening", "pottery", "the stock market",
+    "whales", "the Sahara", "electric guitars", "fire fighting", "recycling metals", "carnivorous plants",
+    "the Roman roads", "cathedrals", "marathon running", "sea turtles", "typewriters", "the metric system",
+    "tidal pools", "monsoons", "nuclear power", "dinosaurs", "the printing of money", "autumn leaves",
+)
+
+# Places, people and situations for the narrative kinds (which also take every topic above).
+SETTINGS: tuple[str, ...] = (
+    "a small fishing village", "an old bookshop", "a mountain observatory", "a family bakery", "a ship's captain",
+    "a desert caravan", "a village school", "a traveling circus", "a city at night", "a forgotten garden",
+    "an abandoned railway station", "a lighthouse island", "a mapmaker's apprentice", "a clockmaker's workshop",
+    "a winter festival", "a lost dog finding its way home", "two rival inventors", "a robot gardener",
+    "a long sea voyage", "a storm over the harbor", "a secret letter", "an astronaut's first day on Mars",
 )
 
 
+NARRATIVE_KINDS = frozenset({"story", "scene", "dialogue", "letter", "description"})
+
+
+def _all_prompts() -> list[str]:
+    return [pattern.format(topic=topic) for kind, pattern in KINDS
+            for topic in TOPICS + (SETTINGS if kind in NARRATIVE_KINDS else ())]
+
+
 def prompt_set(count: int, seed: int = 0) -> list[str]:
-    """`count` distinct instructions (kinds x topics, shuffled with `seed`); at most len(KINDS) * len(TOPICS)."""
-    pairs = [pattern.format(topic=topic) for topic in TOPICS for _, pattern in KINDS]
-    if not 1 <= count <= len(pairs):
-        raise InvalidArgumentError("distill", count, f"must be between 1 and {len(pairs)} prompts")
-    random.Random(seed).shuffle(pairs)
-    return pairs[:count]
+    """`count` instructions from kinds x topics (narrative kinds also take SETTINGS): each pass is a fresh shuffle (with `seed` and the pass number) of all
+    of them, so the first len(KINDS) * len(TOPICS) are distinct and later passes ask the same things again (answers
+    sampled anew)."""
+    pairs = _all_prompts()
+    if count < 1:
+        raise InvalidArgumentError("distill", count, "must be at least 1 prompt")
+    prompts: list[str] = []
+    for round_ in range(-(-count // len(pairs))):
+        order = list(pairs)
+        random.Random(seed * 1009 + round_).shuffle(order)
+        prompts += order
+    return prompts[:count]
 
 
 @dataclass(frozen=True)
 class Example:
     prompt: tuple[int, ...]
     completion: tuple[int, ...]
+
+
+def examples_from_files(tokenizer, files: Iterable[str | Path], seq_len: int, vocab_size: int) -> list[Example]:
+    """Examples from the user's files: a `.jsonl` file is a dataset of examples (as a run writes into
+    training/data.jsonl, e.g. distilled answers to reuse), any other file is text (see examples_from_texts)."""
+    files = [Path(f) for f in files]
+    datasets = [f for f in files if f.suffix == ".jsonl"]
+    texts = [f for f in files if f.suffix != ".jsonl"]
+    examples: list[Example] = []
+    for path in datasets:
+        if not path.is_file():
+            raise InvalidArgumentError("data", str(path), "no such file")
+        examples += load_examples(path, vocab_size)
+    if texts:
+        examples += examples_from_texts(tokenizer, texts, seq_len)
+    return examples
 
 
 def examples_from_texts(tokenizer, files: Iterable[str | Path], seq_len: int) -> list[Example]:
@@ -95,13 +158,20 @@ def distill(
     temperature: float = 0.7,
     seed: int = 0,
     on_batch: Callable[[int, int], None] | None = None,
+    max_tokens: int | None = None,
+    max_seconds: float | None = None,
 ) -> list[Example]:
     """The base model's own answers to `prompts` (chat format), generated in AR mode (block size 1), batched.
 
-    An answer that ended with EOS keeps that EOS so the adapted model learns where text ends."""
+    An answer that ended with EOS keeps that EOS so the adapted model learns where text ends. With max_tokens or
+    max_seconds, no new batch starts once that many completion tokens are written or that much time has passed."""
     examples = []
     eos = lm.stop_token_ids[0] if lm.stop_token_ids else None
+    started, written = time.perf_counter(), 0
     for start in range(0, len(prompts), batch_size):
+        if (max_tokens is not None and written >= max_tokens) or (
+                max_seconds is not None and time.perf_counter() - started >= max_seconds):
+            break
         batch = [lm.encode(prompt, chat=True) for prompt in prompts[start : start + batch_size]]
         results = lm.generate_results(batch, max_new_tokens=max_new_tokens, block_size=1,
                                       temperature=temperature, top_p=0.95, seed=seed + start, cache="auto")
@@ -111,6 +181,7 @@ def distill(
                 completion.append(eos)
             if len(completion) >= 8:
                 examples.append(Example(tuple(prompt), tuple(completion)))
+                written += len(completion)
         if on_batch is not None:
             on_batch(min(start + batch_size, len(prompts)), len(prompts))
     return examples

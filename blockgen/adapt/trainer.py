@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ from torch import nn
 
 from blockgen.adapt import adapter as adapter_io
 from blockgen.adapt.card import write_card
-from blockgen.adapt.data import Example, collate, distill, examples_from_texts, load_examples, prompt_set, save_examples
+from blockgen.adapt.data import Example, collate, distill, examples_from_files, load_examples, prompt_set, save_examples
 from blockgen.adapt.layout import TrainingBatch, build_batch
 from blockgen.errors import InvalidArgumentError, invalid_argument
 
@@ -42,7 +43,8 @@ class AdaptConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     base: str = Field("default", description="'default', a checkpoint directory or a .gguf file (a causal LM)")
-    data: list[str] = Field(default_factory=list, description="UTF-8 text files to train on")
+    data: list[str] = Field(default_factory=list, description="UTF-8 text files, or .jsonl datasets of "
+                           "prompt/completion token ids (as a run writes them), to train on")
     distill: int = Field(0, ge=0, description="prompts of the built-in set the base model answers (self-distillation)")
     distill_tokens: int = Field(192, ge=8, le=4096)
     distill_batch: int = Field(16, ge=1, le=1024)
@@ -63,6 +65,8 @@ class AdaptConfig(BaseModel):
     mask_token: str | None = Field(None, description="token text to dedicate as the mask (default: found or picked)")
     mask_noise: float = Field(0.1, ge=0.0, description="Gaussian noise on the mask embedding at step 0 (x rows' std)")
     mask_noise_fraction: float = Field(0.1, ge=0.0, le=1.0, description="noise decays to 0 over this fraction")
+    adapter_dtype: Literal["float32", "bfloat16"] = Field("float32", description="LoRA weights as saved (bfloat16 "
+                                                                    "halves the adapter's size)")
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     device: str = "auto"
@@ -289,12 +293,20 @@ def _recent_loss(losses: list[float]) -> float | None:
     return sum(recent) / len(recent) if recent else None
 
 
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({torch.cuda.device_count()} visible), torch {torch.__version__}"
+    import platform
+
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
 def _dataset(run: _Run, config: AdaptConfig, lm, on_progress) -> list[Example]:
     if run.data.is_file():
         return load_examples(run.data, lm.config.vocab_size)
     examples: list[Example] = []
     if config.data:
-        examples += examples_from_texts(lm.tokenizer, config.data, config.seq_len)
+        examples += examples_from_files(lm.tokenizer, config.data, config.seq_len, lm.config.vocab_size)
     if config.distill:
         def report(done, total):
             if on_progress:
@@ -316,7 +328,8 @@ def _export(run: _Run, config: AdaptConfig, trainee: Trainee, lm, mask: tuple[st
     mask_row = trainee.mask_embedding.detach().float().cpu()
     write_card(run.out, config.base, family, record)
     if config.lora_rank is not None:
-        tensors = adapter_io.lora_state(trainee.decoder)
+        dtype = getattr(torch, config.adapter_dtype)
+        tensors = {name: t.to(dtype) for name, t in adapter_io.lora_state(trainee.decoder).items()}
         tensors[adapter_io.MASK_EMBEDDING] = mask_row
         adapter_io.save_adapter(run.out, {
             "base": _base_name(config.base),
@@ -352,9 +365,11 @@ def adapt(
     stop_after: int | None = None,
     max_minutes: float | None = None,
     on_progress: Callable[[AdaptProgress], None] | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> AdaptResult:
     """Run (or continue) an adaptation into `out`. stop_after / max_minutes end this invocation early with a
-    checkpoint (the run continues later with resume=True)."""
+    checkpoint (the run continues later with resume=True). on_checkpoint(out) is called after each checkpoint is
+    written (the loadable model in `out` is then complete), e.g. to copy it somewhere safe."""
     from accelerate import Accelerator
 
     from blockgen.models.attention import AttentionKind
@@ -389,7 +404,7 @@ def adapt(
     trainee = Trainee(decoder, mask[1]).to(accelerator.device)
     params = [p for _, p in sorted(trainee.named_parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
-    state = {"step": 0, "tokens_seen": 0, "losses": []}
+    state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0}
     if resume and run.checkpoint.is_dir():
         state = _load_checkpoint(run.checkpoint, trainee, optimizer)
     model, optimizer = accelerator.prepare(trainee, optimizer)
@@ -399,8 +414,14 @@ def adapt(
     if config.batch_size < world:
         raise InvalidArgumentError("batch_size", config.batch_size, f"is smaller than the {world} processes")
 
+    hardware = _hardware(accelerator.device)
+    trained_before = float(state.get("seconds", 0.0))
+    first_step_time = time.perf_counter()
+
     def record() -> dict:
+        state["seconds"] = round(trained_before + time.perf_counter() - first_step_time, 1)
         return {"steps": state["step"], "steps_planned": config.steps, "tokens_seen": state["tokens_seen"],
+                "hardware": hardware, "train_seconds": state["seconds"],
                 "loss": _recent_loss(state["losses"]), "examples": len(examples),
                 "data": {"files": config.data, "distilled_prompts": config.distill},
                 "settings": config.model_dump(exclude={"data"}), "metrics": {}}
@@ -408,8 +429,12 @@ def adapt(
     def checkpoint() -> None:
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
-            _save_checkpoint(run.checkpoint, unwrapped, optimizer, {k: state[k] for k in ("step", "tokens_seen", "losses")})
-            _export(run, config, unwrapped, lm, mask, record())
+            exported = record()
+            _save_checkpoint(run.checkpoint, unwrapped, optimizer,
+                             {k: state[k] for k in ("step", "tokens_seen", "losses", "seconds")})
+            _export(run, config, unwrapped, lm, mask, exported)
+            if on_checkpoint is not None:
+                on_checkpoint(run.out)
         accelerator.wait_for_everyone()
 
     first = state["step"]

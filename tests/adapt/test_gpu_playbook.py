@@ -1,0 +1,131 @@
+"""A dry run of the GPU playbook (scripts/gpu/playbook.py) on CPU with a tiny model: the GGUF split into pieces that
+travel in separate runs, stored, reassembled and checked, then the whole job (distill, adapt, benchmark) into an
+output folder that holds what the device would send back. Also: the job stops at once when a piece is gone."""
+
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAYBOOK = ROOT / "scripts" / "gpu" / "playbook.py"
+
+TINY_JOB = ["--device", "cpu", "--budget", "300", "--distill-prompts", "8", "--distill-target", "400",
+            "--distill-tokens", "24", "--distill-batch", "4", "--distill-chunk-batches", "1", "--distill-seconds", "90",
+            "--train-seconds-min", "30", "--bench-seconds", "90", "--bench-prompts", "2", "--bench-tokens", "12",
+            "--batch-size", "4", "--seq-len", "64", "--lora-rank", "4", "--block-sizes", "1,2", "--warmup-steps", "2",
+            "--checkpoint-every", "5", "--calibration-steps", "3", "--max-steps", "12"]
+
+
+def _playbook(*args, cwd=None, timeout=600, **extra_env):
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "BLOCKGEN_HOME", "PYTHONPATH")} | extra_env
+    return subprocess.run([sys.executable, str(PLAYBOOK), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=cwd)
+
+
+def _carry(prepared: Path, run: Path, names: list[str]) -> Path:
+    """The files one device run carries, laid out as the run would see them."""
+    carried = run / ".gpu"
+    carried.mkdir(parents=True)
+    for name in names:
+        source = prepared / name
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, carried / name)
+    return carried
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from helpers import tiny_hf_model, write_gguf
+
+    root = tmp_path_factory.mktemp("playbook")
+    gguf = write_gguf(tiny_hf_model(), root / "SmolLM2-135M-Instruct.Q4_1.gguf", "llama", chat_template=True)
+    size = gguf.stat().st_size
+    done = _playbook("prepare", "--gguf", gguf, "--dest", root / "prepared", "--no-wheels",
+                     "--max-piece-bytes", size // 2 + 1)
+    assert done.returncode == 0, done.stderr
+    return root, gguf
+
+
+def test_prepare_splits_into_pieces_that_fit_and_writes_the_calls(prepared):
+    root, gguf = prepared
+    manifest = json.loads((root / "prepared" / "manifest.json").read_text())
+    assert [p["name"] for p in manifest["pieces"]] == ["piece-1", "piece-2"]
+    assert sum(p["bytes"] for p in manifest["pieces"]) == manifest["bytes"] == gguf.stat().st_size
+    joined = b"".join((root / "prepared" / p["name"]).read_bytes() for p in manifest["pieces"])
+    assert joined == gguf.read_bytes()
+    calls = (root / "prepared" / "CALLS.md").read_text()
+    assert "playbook.py receive" in calls and "playbook.py job" in calls and "piece-2" in calls
+
+
+def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
+    import blockgen
+
+    root, _ = prepared
+    store, out = tmp_path / "store", tmp_path / "out"
+    first = _playbook("receive", "--carried", _carry(root / "prepared", tmp_path / "run1", ["manifest.json", "piece-1"]),
+                      "--store", store)
+    assert first.returncode == 0, first.stderr
+    assert "still to come: piece-2" in first.stdout and "torch" in first.stdout  # the machine's versions
+    second = _carry(root / "prepared", tmp_path / "run2", ["manifest.json", "piece-2"])
+    job = _playbook("job", "--carried", second, "--store", store, "--out", out, *TINY_JOB)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+
+    returned = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert len(returned) <= 8 and all(p.count("/") <= 2 for p in returned), returned
+    assert {"playbook.log", "train_log.jsonl", "benchmark.json", "distill.jsonl.xz",
+            "adapter/adapter_config.json", "adapter/MODEL_CARD.md"} <= set(returned)
+    monkeypatch.syspath_prepend(str(store / "site"))  # "default-ar" is now the reassembled tiny GGUF, as there
+    monkeypatch.setenv("BLOCKGEN_HOME", str(store / "home"))
+    lm = blockgen.load(out / "adapter", device="cpu")  # the returned adapter loads over the reassembled base
+    assert lm.family.attention.value == "block_causal" and lm.family.block_size == 2
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert config["training"]["steps"] == 12 and config["training"]["hardware"].startswith("CPU")
+    assert config["training"]["metrics"]  # the benchmark recorded its figures
+    card = (out / "adapter" / "MODEL_CARD.md").read_text()
+    assert "training wall time" in card and "AR mode (base)" in card
+    bench = json.loads((out / "benchmark.json").read_text())
+    assert [r["block"] for r in bench["rows"]] == [1, 4, 8] and len(bench["gates"]) == 3
+    steps = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(1, 13)) and all(s["loss"] > 0 for s in steps)
+    examples = [json.loads(line) for line in lzma.decompress((out / "distill.jsonl.xz").read_bytes()).splitlines()]
+    assert examples and all(e["prompt"] and len(e["completion"]) >= 8 for e in examples)
+    log = (out / "playbook.log").read_text()
+    assert "sha256 ok" in log and "distill:" in log and "train:" in log
+
+    # back here: the adapter lands as the packaged default (here a scratch target), the data waits for the next lease
+    landed = _playbook("land", out, "--target", tmp_path / "landed", "--logs", tmp_path / "logs",
+                       "--carried", tmp_path / "next", PYTHONPATH=str(store / "site"), BLOCKGEN_HOME=str(store / "home"))
+    assert landed.returncode == 0, landed.stderr
+    assert (tmp_path / "landed" / "adapter_config.json").is_file() and (tmp_path / "logs" / "benchmark.json").is_file()
+    assert (tmp_path / "next" / "distill.jsonl.xz").read_bytes() == (out / "distill.jsonl.xz").read_bytes()
+
+    # the next lease carries the distilled data back instead of distilling again
+    (second / "distill.jsonl.xz").write_bytes((out / "distill.jsonl.xz").read_bytes())
+    again = _playbook("job", "--carried", second, "--store", store, "--out", tmp_path / "out2", *TINY_JOB)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"reusing the carried dataset ({len(examples):,} examples)" in again.stdout
+
+
+def test_job_stops_at_once_when_the_first_piece_is_gone(prepared, tmp_path):
+    root, _ = prepared
+    carried = _carry(root / "prepared", tmp_path / "run2", ["manifest.json", "piece-2"])
+    done = _playbook("job", "--carried", carried, "--store", tmp_path / "fresh-store", "--out", tmp_path / "out",
+                     *TINY_JOB, timeout=60)
+    assert done.returncode == 3
+    assert "piece-1 of the GGUF is not on this machine" in done.stderr and "given back" in done.stderr
+    assert not (tmp_path / "out" / "train_log.jsonl").exists()
+
+
+def test_a_damaged_piece_is_refused(prepared, tmp_path):
+    root, _ = prepared
+    carried = _carry(root / "prepared", tmp_path / "run1", ["manifest.json", "piece-1"])
+    data = bytearray((carried / "piece-1").read_bytes())
+    data[100] ^= 0xFF
+    (carried / "piece-1").write_bytes(bytes(data))
+    done = _playbook("receive", "--carried", carried, "--store", tmp_path / "store", timeout=60)
+    assert done.returncode == 3 and "does not match the manifest" in done.stderr
