@@ -139,8 +139,8 @@ def main() -> None:
 
 def record_metrics(path: Path, rows: list[dict], device, args) -> None:
     """Store the figures in the adapted model's training record and re-render its model card."""
-    from blockgen.adapt.adapter import ADAPTER_CONFIG
     from blockgen.adapt.card import write_card
+    from blockgen.loading.adapter import ADAPTER_CONFIG
 
     ar = rows[0]
     metrics = {"measured on": f"{device.type}, {len(PROMPTS[: args.prompts])} held-out prompts, "

@@ -1,13 +1,14 @@
 """Cost per generated token as a document grows: the bounded context (window + summaries + retrieval) should keep it
 flat. For each document length L, a saved state holding L tokens of earlier text is resumed and the writer's next
-blocks are timed; ms per generated token is printed next to the cost at an empty document (the ratio is the result).
+paragraphs are timed; ms per generated token is printed next to the cost at an empty document (the ratio is the
+result).
 
-The earlier text is real model output: a short warm-up report is written first and its blocks (with their summaries)
-are repeated until the state holds L tokens. What a block costs depends only on the state it starts from (memory,
-summaries, window, retrieval), so this measures what a writer that had reached L tokens would pay, without first
-generating L tokens.
+The earlier text is real model output: a short warm-up report is written first and its paragraphs (with their
+summaries) are repeated until the state holds L tokens. What a paragraph costs depends only on the state it starts
+from (memory, summaries, window, retrieval), so this measures what a writer that had reached L tokens would pay,
+without first generating L tokens.
 
-Usage: python benchmarks/doc_scaling.py [--model default] [--tokens 1000 5000 20000] [--blocks 2]
+Usage: python benchmarks/doc_scaling.py [--model default] [--tokens 1000 5000 20000] [--paragraphs 2]
 """
 
 from __future__ import annotations
@@ -28,18 +29,18 @@ TOPIC = "the history of navigation at sea"
 
 def _state(lm, config: WriterConfig, pool: list, tokens: int, tail_words: int, out: Path) -> Request:
     """A saved, resumable state with about `tokens` tokens of earlier text in its first section."""
-    blocks, total = [], 0
+    paragraphs, total = [], 0
     while total < tokens:
-        block = pool[len(blocks) % len(pool)].model_copy(update={"section": 0})
-        blocks.append(block)
-        total += block.tokens
+        paragraph = pool[len(paragraphs) % len(pool)].model_copy(update={"section": 0})
+        paragraphs.append(paragraph)
+        total += paragraph.tokens
     sections = [{"heading": "The open ocean", "goal": "How sailors crossed open water.", "words": tail_words}]
-    if blocks:
+    if paragraphs:
         sections.insert(0, {"heading": "Coasts and stars", "goal": "Early navigation by landmarks and stars.",
-                            "words": sum(b.words for b in blocks)})
+                            "words": sum(p.words for p in paragraphs)})
     outline = with_latent(Outline(title="Navigation at sea", sections=sections))
-    request = Request(kind="report", prompt=TOPIC, words=outline.words, model=lm.name, settings=config.model_dump())
-    doc = Document.start(request, outline).model_copy(update={"blocks": blocks})
+    request = Request(kind="report", prompt=TOPIC, words=outline.words, model=lm.name, settings=config.model_dump(mode="json"))
+    doc = Document.start(request, outline).model_copy(update={"paragraphs": paragraphs})
     doc.save(out / STATE_FILE)
     return request
 
@@ -48,14 +49,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--tokens", type=int, nargs="+", default=[1000, 5000, 20000])
-    parser.add_argument("--blocks", type=int, default=2, help="blocks timed at each length")
+    parser.add_argument("--paragraphs", type=int, default=2, help="paragraphs timed at each length")
     args = parser.parse_args()
     lm = blockgen.load(args.model)
     config = WriterConfig(planner="template")
     with tempfile.TemporaryDirectory() as tmp:
         warm = blockgen.write_report(TOPIC, words=400, out=Path(tmp) / "warm", model=lm, planner="template")
-        pool = warm.blocks
-        tail = config.paragraph_words * args.blocks
+        pool = warm.paragraphs
+        tail = config.paragraph_words * args.paragraphs
         rows = []
         for mark in [0] + sorted(args.tokens):
             out = Path(tmp) / f"at-{mark}"
@@ -64,15 +65,15 @@ def main() -> None:
             timed = []
 
             def on_event(event, timed=timed):
-                if event.kind == "block" and event.tokens_per_second:
+                if event.kind == "paragraph" and event.tokens_per_second:
                     timed.append((1000.0 / event.tokens_per_second, event.context["prompt_tokens"]))
 
             Writer(lm, config).write(request, out, resume=True, on_event=on_event)
-            ms = statistics.mean(m for m, _ in timed[: args.blocks])
-            prompt = statistics.mean(p for _, p in timed[: args.blocks])
+            ms = statistics.mean(m for m, _ in timed[: args.paragraphs])
+            prompt = statistics.mean(p for _, p in timed[: args.paragraphs])
             rows.append((mark, ms, prompt))
     base = rows[0][1]
-    print(f"{lm.name} on {lm.device}; {args.blocks} blocks timed per length")
+    print(f"{lm.name} on {lm.device}; {args.paragraphs} paragraphs timed per length")
     for mark, ms, prompt in rows:
         print(f"{mark:6d} tokens before: {ms:6.1f} ms/token ({ms / base:.2f}x the empty document), "
               f"context {prompt:.0f} tokens")

@@ -21,7 +21,7 @@ def _write(kind, prompt, *, words, out, model, outline, resume, seed, on_event, 
     config = WriterConfig.build(**options)
     lm = model if isinstance(model, LoadedModel) else load(model)
     request = Request(kind=kind, prompt=prompt.strip(), words=words, seed=seed, model=lm.name,
-                      settings=config.model_dump())
+                      settings=config.model_dump(mode="json"))
     images = None
     if image_model is not None:
         from blockgen.images import ImageModel, load_image_model

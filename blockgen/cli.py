@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from blockgen.errors import BlockgenError
+from blockgen.flags import add_flags, given
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -14,23 +15,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
 
 
-def _ntk(value: str):
-    return value if value == "auto" else float(value)
-
-
 def _generate(args: argparse.Namespace) -> int:
     from blockgen.runtime import load
 
     lm = load(args.model, device=args.device, dtype=args.dtype)
-    chat = not args.raw and bool(getattr(lm.tokenizer, "chat_template", None))
-    options = {
-        name: getattr(args, name)
-        for name in ("max_new_tokens", "block_size", "steps", "scheduler", "threshold", "factor", "editing_threshold",
-                     "temperature", "top_k", "top_p", "seed", "cache", "ntk_factor")
-        if getattr(args, name) is not None
-    }
+    chat = not args.raw and lm.has_chat_template
     final = None
-    for chunk in lm.stream(args.prompt, chat=chat, stop=tuple(args.stop), **options):
+    for chunk in lm.stream(args.prompt, chat=chat, **given(args, args.option_names)):
         sys.stdout.write(chunk.text)
         sys.stdout.flush()
         if chunk.finish_reason is not None:
@@ -56,7 +47,7 @@ def _info(args: argparse.Namespace) -> int:
     print(f"model:      {lm.name} ({lm.path})")
     print(f"arch:       {cfg.architecture} ({cfg.model_type}), {params / 1e6:.1f}M parameters, "
           f"{cfg.num_layers} layers, {cfg.num_heads}/{cfg.num_kv_heads} heads of {cfg.head_dim}")
-    print(f"context:    {cfg.max_position_embeddings} trained, rope theta {cfg.rope_theta:g}")
+    print(f"context:    {lm.context_limit} trained, rope theta {cfg.rope_theta:g}")
     print(f"diffusion:  attention={fam.attention.value} logit_shift={fam.logit_shift} "
           f"mask_token_id={fam.mask_token_id} block_size={fam.block_size}")
     print(f"device:     {lm.device} {str(lm.dtype).removeprefix('torch.')}, loaded in {lm.load_seconds:.2f}s")
@@ -71,9 +62,7 @@ def _write(args: argparse.Namespace) -> int:
     from blockgen.runtime import load
 
     console = Console(stderr=True)
-    options = {name: getattr(args, name) for name in ("paragraph_words", "candidates", "block_size", "threshold", "planner", "images",
-                                         "image_style", "image_steps")
-               if getattr(args, name) is not None}
+    options = given(args, args.option_names)
     lm = load(args.model, device=args.device, dtype=args.dtype)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
                TextColumn("{task.fields[speed]}"), TimeElapsedColumn())
@@ -89,7 +78,7 @@ def _write(args: argparse.Namespace) -> int:
                                            "repaired (listed in state.json under outline.repairs)")
             elif event.kind == "image":
                 progress.console.print(f"image {event.context['path']} ({event.context['seconds']:.1f}s)")
-            elif event.kind == "block":
+            elif event.kind == "paragraph":
                 progress.update(task, description=f"section {event.section + 1}: {event.heading[:30]}",
                                 completed=min(event.words, args.words),
                                 speed=f"{event.tokens_per_second:.1f} tok/s")
@@ -101,18 +90,11 @@ def _write(args: argparse.Namespace) -> int:
     images = f"{len(doc.images)} images (in {args.out}/images), " if doc.images else ""
     console.print(
         f"[bold]{doc.outline.title}[/bold]: {stats['words']} words (asked {args.words}) in "
-        f"{len(doc.outline.sections)} sections, {stats['blocks']} blocks, {stats['tokens_per_forward']:.2f} "
+        f"{len(doc.outline.sections)} sections, {stats['paragraphs']} paragraphs, {stats['tokens_per_forward']:.2f} "
         f"tokens/forward, {stats['tokens_per_second']:.1f} tokens/s\n"
         f"{images}written to {args.out}/document.md, document.html, document.json (state: {args.out}/state.json)"
     )
     return 0
-
-
-def _sizes(value: str) -> list[int]:
-    try:
-        return [int(v) for v in value.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a comma-separated list of ints") from None
 
 
 def _adapt(args: argparse.Namespace) -> int:
@@ -121,9 +103,7 @@ def _adapt(args: argparse.Namespace) -> int:
 
     from blockgen.adapt import AdaptConfig, adapt
 
-    options = {name: getattr(args, name) for name in (
-        "data", "distill", "distill_tokens", "steps", "batch_size", "seq_len", "lr", "lora_rank", "block_sizes",
-        "mask_token", "seed", "checkpoint_every", "device", "adapter_dtype") if getattr(args, name) is not None}
+    options = given(args, args.option_names)
     if args.full:
         options["lora_rank"] = None
     config = AdaptConfig.build(base=args.base, **options)
@@ -152,25 +132,18 @@ def _adapt(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every option flag comes from its options model (GenerationConfig, WriterConfig, AdaptConfig): declared there
+    once, with its type, choices, default and description."""
+    from blockgen.adapt import AdaptConfig
+    from blockgen.document.writer import PER_PARAGRAPH, WriterConfig
+    from blockgen.engine import GenerationConfig
+
     parser = argparse.ArgumentParser(prog="blockgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="generate text for a prompt, streamed as it is committed")
     gen.add_argument("prompt")
-    gen.add_argument("--max-new-tokens", type=int, default=128)
     gen.add_argument("--raw", action="store_true", help="do not wrap the prompt in the chat template")
-    gen.add_argument("--block-size", type=int, help="tokens per block (default: the checkpoint family's)")
-    gen.add_argument("--steps", type=int, help="refinement steps per block (default: the block size)")
-    gen.add_argument("--scheduler", choices=["threshold", "low_confidence", "factor", "random", "margin", "entropy"])
-    gen.add_argument("--threshold", type=float, help="confidence to commit at (threshold scheduler)")
-    gen.add_argument("--factor", type=float, help="factor of the factor scheduler")
-    gen.add_argument("--editing-threshold", type=float, help="replace committed tokens predicted above this")
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--top-k", type=int)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--cache", choices=["auto", "exact", "prefix", "dual", "none"])
-    gen.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    gen.add_argument("--ntk-factor", type=_ntk, help="RoPE NTK factor, or 'auto' for the extrapolation law")
+    gen.set_defaults(option_names=add_flags(gen, GenerationConfig))
     _add_model_options(gen)
     gen.set_defaults(run=_generate)
     write = sub.add_parser("write", help="plan and write a long report or story")
@@ -180,39 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("--out", default="blockgen-output", help="output directory")
     write.add_argument("--resume", action="store_true", help="continue a stopped run from OUT/state.json")
     write.add_argument("--outline", help="outline file (.json, .yaml, .md) instead of a drafted plan")
-    write.add_argument("--planner", choices=["auto", "model", "template"],
-                       help="who drafts the outline: the model (skeleton infill), the template, or auto (the model "
-                            "for block-diffusion checkpoints)")
-    write.add_argument("--seed", type=int, default=0)
-    write.add_argument("--images", type=int, help="images to draw between paragraphs (one per section at most)")
+    write.add_argument("--seed", type=int, default=0, help="the document's seed (default: 0)")
     write.add_argument("--image-model", help="a local diffusers text-to-image pipeline directory")
-    write.add_argument("--image-style", choices=["storybook", "photo", "figure", "none"])
-    write.add_argument("--image-steps", type=int, help="denoising steps per image (default: the model's)")
-    write.add_argument("--paragraph-words", type=int)
-    write.add_argument("--candidates", type=int, help="paragraphs drawn per block for latent steering")
-    write.add_argument("--block-size", type=int)
-    write.add_argument("--threshold", type=float)
+    write.set_defaults(option_names=add_flags(write, WriterConfig, exclude={"generation"})
+                       + add_flags(write, GenerationConfig, exclude=PER_PARAGRAPH))
     _add_model_options(write)
     write.set_defaults(run=_write)
     ad = sub.add_parser("adapt", help="turn a causal LM into a block-diffusion model (LoRA or full fine-tuning)")
     ad.add_argument("base", nargs="?", default="default", help="'default', a checkpoint directory or a .gguf file")
     ad.add_argument("--out", required=True, help="run directory: the adapter (or checkpoint) and training state")
-    ad.add_argument("--data", action="append",
-                    help="UTF-8 text file, or .jsonl dataset a run wrote, to train on (repeatable)")
-    ad.add_argument("--distill", type=int, help="prompts of the built-in set the base model answers (self-distillation)")
-    ad.add_argument("--distill-tokens", type=int, help="tokens per distilled answer")
-    ad.add_argument("--steps", type=int)
-    ad.add_argument("--batch-size", type=int)
-    ad.add_argument("--seq-len", type=int)
-    ad.add_argument("--lr", type=float)
-    ad.add_argument("--lora-rank", type=int)
+    ad.set_defaults(option_names=add_flags(ad, AdaptConfig, exclude={"base"}))
     ad.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    ad.add_argument("--block-sizes", type=_sizes, help="block-size curriculum, e.g. 1,2,4,8 (the last is the target)")
-    ad.add_argument("--mask-token", help="token text to dedicate as the mask")
-    ad.add_argument("--adapter-dtype", choices=["float32", "bfloat16"], help="LoRA weights as saved")
-    ad.add_argument("--seed", type=int)
-    ad.add_argument("--checkpoint-every", type=int)
-    ad.add_argument("--device", help="auto | cpu | cuda")
     ad.add_argument("--resume", action="store_true", help="continue the run in --out")
     ad.add_argument("--stop-after", type=int, help="stop this invocation after N steps (checkpointed)")
     ad.add_argument("--max-minutes", type=float, help="stop this invocation after this long (checkpointed)")

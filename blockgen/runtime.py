@@ -78,6 +78,25 @@ class LoadedModel:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the tokenizer can format chat messages (encode(..., chat=True) needs one)."""
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def context_limit(self) -> int:
+        """The trained context length in tokens; longer contexts need an NTK factor (see ntk_factor_for)."""
+        return self.config.max_position_embeddings
+
+    def ntk_factor_for(self, length: int) -> float:
+        """The RoPE NTK factor the extrapolation law picks for a context of `length` tokens (1.0 within
+        context_limit)."""
+        return self.model.ntk_factor_for(length)
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of a piece of text as it appears inside a prompt: no special tokens added; [] for ""."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
     def encode(self, prompt: str | list[dict] | list[int], *, chat: bool = False) -> list[int]:
         """Token ids of a prompt: raw text, chat messages (through the chat template), or token ids as they are.
 
@@ -90,7 +109,7 @@ class LoadedModel:
                 return list(self.tokenizer(prompt, add_special_tokens=True)["input_ids"])
             prompt = [{"role": "user", "content": prompt}]
         if isinstance(prompt, list) and prompt and all(isinstance(m, dict) for m in prompt):
-            if not getattr(self.tokenizer, "chat_template", None):
+            if not self.has_chat_template:
                 raise InvalidArgumentError("prompt", "chat messages", f"{self.name}'s tokenizer has no chat template")
             for i, message in enumerate(prompt):
                 if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
@@ -123,8 +142,7 @@ class LoadedModel:
         previous = self.model.ntk_factor
         factor = config.ntk_factor
         if factor == "auto":
-            block = config.block_size or self.family.block_size
-            factor = self.model.ntk_factor_for(max(map(len, prompts)) + config.max_new_tokens + block)
+            factor = self.ntk_factor_for(max(map(len, prompts)) + config.max_new_tokens + config.block_for(self.family))
         if factor is not None:
             self.model.set_ntk_factor(factor)
         try:
@@ -204,7 +222,7 @@ PACKAGED_ADAPTER = Path(__file__).parent / "adapters" / "default"
 def _adapter_for(name_or_path: str | Path) -> Path | None:
     """The adapter directory to apply: the packaged one for "default" (when the package ships one), the directory
     itself when it is an adapter directory, else None."""
-    from blockgen.adapt.adapter import is_adapter_dir
+    from blockgen.loading.adapter import is_adapter_dir
 
     if str(name_or_path) == "default":
         return PACKAGED_ADAPTER if is_adapter_dir(PACKAGED_ADAPTER) else None
@@ -233,7 +251,7 @@ def load(
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     adapter = _adapter_for(name_or_path)
     if adapter is not None:
-        from blockgen.adapt.adapter import apply_adapter, read_adapter_config
+        from blockgen.loading.adapter import apply_adapter, read_adapter_config
 
         adapter_config = read_adapter_config(adapter)
         directory = checkpoint_dir(adapter_config["base"])

@@ -1,4 +1,4 @@
-"""Write a long report with the embedded default model, printing progress as blocks are finished.
+"""Write a long report with the embedded default model, printing progress as paragraphs are written.
 
 Usage: python examples/long_report.py ["topic"] [words] [out_dir]
 Stop it at any time and run it again with --resume as a fourth argument to continue where it stopped.
@@ -16,8 +16,8 @@ def main() -> None:
     resume = len(sys.argv) > 4 and sys.argv[4] == "--resume"
 
     def progress(event):
-        if event.kind == "block":
-            print(f"[{event.words:5d}/{event.target} words] {event.heading}: +{event.block_words} words "
+        if event.kind == "paragraph":
+            print(f"[{event.words:5d}/{event.target} words] {event.heading}: +{event.paragraph_words} words "
                   f"({event.tokens_per_second:.1f} tokens/s)", flush=True)
 
     doc = blockgen.write_report(topic, words=words, out=out, resume=resume, on_event=progress)

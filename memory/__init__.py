@@ -1,7 +1,7 @@
-"""Memory of finished blocks: summary tokens, vector retrieval, an entity table. Installed as `blockgen.memory`."""
+"""Memory of written paragraphs: summary tokens, vector retrieval, an entity table. Installed as `blockgen.memory`."""
 
 from blockgen.memory.entities import Entity, EntityTable
-from blockgen.memory.store import BlockMemory, MemoryItem
+from blockgen.memory.store import MemoryItem, ParagraphMemory
 from blockgen.memory.summary import (
     Summary,
     abstractive_summary,
@@ -11,10 +11,10 @@ from blockgen.memory.summary import (
 )
 
 __all__ = [
-    "BlockMemory",
     "Entity",
     "EntityTable",
     "MemoryItem",
+    "ParagraphMemory",
     "Summary",
     "abstractive_summary",
     "extractive_summary",

@@ -22,7 +22,7 @@ _COMMON = frozenset(
 @dataclass
 class Entity:
     name: str
-    first_block: int
+    first_paragraph: int
     fact: str  # the sentence that introduced it
     mentions: int = 1
     aliases: set[str] = field(default_factory=set)
@@ -33,8 +33,8 @@ class EntityTable:
         self.entities: dict[str, Entity] = {}
         self._pending: dict[str, tuple[int, str]] = {}  # sentence-initial words seen once: confirmed if they recur
 
-    def update(self, block: int, text: str) -> list[Entity]:
-        """Record the names in a finished block; return the entities it introduced."""
+    def update(self, paragraph: int, text: str) -> list[Entity]:
+        """Record the names in a written paragraph (its index); return the entities it introduced."""
         new = []
         for sentence in split_sentences(text):
             for match in _NAME.finditer(sentence):
@@ -49,15 +49,15 @@ class EntityTable:
                 if name in self.entities:
                     self.entities[name].mentions += 1
                 elif at_start and name not in self._pending:
-                    self._pending[name] = (block, sentence)
+                    self._pending[name] = (paragraph, sentence)
                 else:
                     seen_before = name in self._pending
-                    first_block, fact = self._pending.pop(name, (block, sentence))
-                    self.entities[name] = Entity(name, first_block, fact, 2 if seen_before else 1)
+                    first_paragraph, fact = self._pending.pop(name, (paragraph, sentence))
+                    self.entities[name] = Entity(name, first_paragraph, fact, 2 if seen_before else 1)
                     new.append(self.entities[name])
         return new
 
     def render(self, limit: int = 12, fact_chars: int = 120) -> str:
         """The most mentioned entities with the sentence that introduced each."""
-        ranked = sorted(self.entities.values(), key=lambda e: (-e.mentions, e.first_block, e.name))[:limit]
+        ranked = sorted(self.entities.values(), key=lambda e: (-e.mentions, e.first_paragraph, e.name))[:limit]
         return "\n".join(f"- {e.name}: {e.fact[:fact_chars]}" for e in ranked)

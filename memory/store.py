@@ -1,4 +1,4 @@
-"""A vector memory of finished blocks: embeddings, summaries, and cosine top-k retrieval."""
+"""A vector memory of written paragraphs: embeddings, summaries, and cosine top-k retrieval."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from dataclasses import dataclass
 import torch
 
 from blockgen.errors import InvalidArgumentError
+from blockgen.loading.embedder import embed
 
 
 @dataclass
 class MemoryItem:
-    index: int  # order in which the block was written
+    index: int  # order in which the paragraph was written
     section: int
     text: str
     summary: str
 
 
-class BlockMemory:
-    """Every finished block with its unit-norm embedding; retrieval by cosine similarity to a query vector."""
+class ParagraphMemory:
+    """Every written paragraph with its unit-norm embedding; retrieval by cosine similarity to a query vector."""
 
     def __init__(self, embedder=None):
         self.embedder = embedder
@@ -30,8 +31,6 @@ class BlockMemory:
 
     def add(self, text: str, *, section: int, summary: str = "", vector: torch.Tensor | None = None) -> MemoryItem:
         if vector is None:
-            from blockgen.planners.latent import embed
-
             vector = embed([text], self.embedder)[0]
         item = MemoryItem(len(self.items), section, text, summary)
         self.items.append(item)
@@ -42,13 +41,13 @@ class BlockMemory:
         return torch.stack(self._vectors) if self._vectors else torch.empty(0, 0)
 
     def similarity(self, query: torch.Tensor) -> torch.Tensor:
-        """Cosine similarity of the query to every stored block, in write order."""
+        """Cosine similarity of the query to every stored paragraph, in write order."""
         if not self.items:
             return torch.empty(0)
         return self.vectors() @ torch.nn.functional.normalize(query.float(), dim=-1)
 
     def retrieve(self, query: torch.Tensor, k: int = 3, *, exclude_last: int = 0) -> list[tuple[MemoryItem, float]]:
-        """The k blocks most similar to `query`, best first, leaving out the `exclude_last` most recent ones (they
+        """The k paragraphs most similar to `query`, best first, leaving out the `exclude_last` most recent ones (they
         are in the context verbatim already)."""
         if not isinstance(k, int) or k < 0:
             raise InvalidArgumentError("k", k, "must be an int >= 0")

@@ -1,8 +1,10 @@
 """Planners turn a request into an outline and its outline latent. Installed as `blockgen.planners`."""
 
+from blockgen.loading.embedder import embed, load_embedder
 from blockgen.planners.budget import allocate_words, rebudget
 from blockgen.planners.draft import draft_outline, section_count
-from blockgen.planners.latent import embed, load_embedder, with_latent
+from blockgen.planners.images import place_images
+from blockgen.planners.latent import with_latent
 from blockgen.planners.outline import ImageSlot, Outline, Section
 from blockgen.planners.parse import load_outline, outline_from_data, outline_from_markdown
 from blockgen.planners.template import template_outline
@@ -18,6 +20,7 @@ __all__ = [
     "load_outline",
     "outline_from_data",
     "outline_from_markdown",
+    "place_images",
     "rebudget",
     "section_count",
     "template_outline",

@@ -94,7 +94,7 @@ def check(text: str, role: str, earlier: list[str]) -> str | None:
 
 
 def _prefix(lm, request: str) -> list[int]:
-    if getattr(lm.tokenizer, "chat_template", None):
+    if lm.has_chat_template:
         return lm.encode([{"role": "user", "content": request}], chat=True)
     return lm.encode(request + "\n\n")
 

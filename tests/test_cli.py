@@ -84,7 +84,7 @@ def test_write_command_writes_and_resumes(tmp_path, capsys):
             "--paragraph-words", "40", "--block-size", "4", "--threshold", "0.5", "--planner", "template"]
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "written to" in err and "tokens/forward" in err
+    assert "written to" in err and "tokens/forward" in err and " paragraphs, " in err
     first = (tmp_path / "doc" / "document.md").read_text()
     assert first.startswith("# How tides work")
     assert main(argv + ["--resume"]) == 0  # a finished state resumes to the same document

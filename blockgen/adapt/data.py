@@ -88,9 +88,9 @@ def _all_prompts() -> list[str]:
 
 
 def prompt_set(count: int, seed: int = 0) -> list[str]:
-    """`count` instructions from kinds x topics (narrative kinds also take SETTINGS): each pass is a fresh shuffle (with `seed` and the pass number) of all
-    of them, so the first len(KINDS) * len(TOPICS) are distinct and later passes ask the same things again (answers
-    sampled anew)."""
+    """`count` instructions from kinds x topics (narrative kinds also take SETTINGS). Each pass is a fresh shuffle
+    (with `seed` and the pass number) of all of them, so the first pass has no repeats and later passes ask the same
+    things again (the answers are sampled anew)."""
     pairs = _all_prompts()
     if count < 1:
         raise InvalidArgumentError("distill", count, "must be at least 1 prompt")

@@ -24,20 +24,21 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from blockgen.adapt import adapter as adapter_io
 from blockgen.adapt.card import write_card
 from blockgen.adapt.data import Example, collate, distill, examples_from_files, load_examples, prompt_set, save_examples
 from blockgen.adapt.layout import TrainingBatch, build_batch
-from blockgen.errors import InvalidArgumentError, invalid_argument
+from blockgen.errors import InvalidArgumentError
+from blockgen.loading import adapter as adapter_io
+from blockgen.options import Options
 
 _MASK_NAMES = ("<|mask|>", "<|MASK|>", "|<MASK>|", "<|mdm_mask|>", "<mask>", "[MASK]")
 
 
-class AdaptConfig(BaseModel):
+class AdaptConfig(Options):
     """The settings of one adaptation run (what makes it this run: a resume must match them, except `steps`)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -80,10 +81,7 @@ class AdaptConfig(BaseModel):
 
     @classmethod
     def build(cls, **options) -> "AdaptConfig":
-        try:
-            config = cls(**options)
-        except ValidationError as exc:
-            raise invalid_argument(exc) from None
+        config = super().build(**options)
         if not config.data and not config.distill:
             raise InvalidArgumentError("data", config.data, "give text files (data) or a number of prompts (distill)")
         return config

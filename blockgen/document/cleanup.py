@@ -1,8 +1,8 @@
-"""What of a generated block is kept: echoes of the prompt, markup, junk and repeated sentences are dropped.
+"""What of a generated paragraph is kept: echoes of the prompt, markup, junk and repeated sentences are dropped.
 
 Small models asked for a paragraph sometimes open with a made-up title in markers (`<<Tides>>`), number their
 sentences, quote the prompt's labels back, emit runs of digits, or say again what was already written (word for word
-or nearly). Each of these is cut here, sentence by sentence, before a block is accepted.
+or nearly). Each of these is cut here, sentence by sentence, before a paragraph is accepted.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def _junk(sentence: str) -> bool:
     return letters < 0.6 * len(visible) or not re.search(r"[^\W\d_]{2,}", sentence)
 
 
-def clean_block(text: str, novelty: Novelty, *, repeats_only: bool = False) -> str:
-    """The block's new, clean sentences (those kept are added to `novelty`); repeats_only: drop repeated sentences
+def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) -> str:
+    """The paragraph's new, clean sentences (those kept are added to `novelty`); repeats_only: drop repeated sentences
     and keep everything else as the model wrote it."""
     kept = []
     for sentence in split_sentences(text):

@@ -1,5 +1,5 @@
 """Context assembly for one paragraph: instructions + outline (current section marked) + summary tokens of earlier
-blocks + retrieved passages + entities + an overlapping window of the latest text, within a token budget."""
+paragraphs + retrieved passages + entities + an overlapping window of the latest text, within a token budget."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class ContextBudget:
 
     max_context: int
     window: int = 256  # the last tokens of the text so far, verbatim
-    summaries: int = 384  # summary tokens of earlier blocks, newest first
+    summaries: int = 384  # summary tokens of earlier paragraphs, newest first
     retrieved: int = 192  # earlier passages retrieved by the section's latent
     entities: int = 96
 
@@ -25,15 +25,15 @@ class AssembledContext:
     log: dict = field(default_factory=dict)  # what went in, in tokens, for debugging
 
 
-def _fit(tokenizer, text: str, budget: int, *, keep_end: bool = False) -> tuple[str, int]:
+def _fit(lm, text: str, budget: int, *, keep_end: bool = False) -> tuple[str, int]:
     """Text cut to at most `budget` tokens (from the front when keep_end: a window keeps the latest words)."""
     if budget <= 0 or not text:
         return "", 0
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = lm.encode_text(text)
     if len(ids) <= budget:
         return text, len(ids)
     ids = ids[-budget:] if keep_end else ids[:budget]
-    return tokenizer.decode(ids, skip_special_tokens=True), len(ids)
+    return lm.decode(ids), len(ids)
 
 
 def assemble(
@@ -59,17 +59,16 @@ def assemble(
     `reserve` tokens are kept free for the paragraph itself. Parts shrink in this order when the whole does not fit:
     retrieved passages, entities, the oldest summaries, the front of the window.
     """
-    tokenizer = lm.tokenizer
     limit = budget.max_context - reserve
     if limit <= 0:
         raise InvalidArgumentError("max_context", budget.max_context, f"leaves no room for a context after reserving "
                                    f"{reserve} tokens for the paragraph")
     summary_text = " ".join(summaries)
     parts = {
-        "summaries": _fit(tokenizer, summary_text, budget.summaries, keep_end=True),
-        "retrieved": _fit(tokenizer, "\n".join(retrieved), budget.retrieved),
-        "entities": _fit(tokenizer, entities, budget.entities),
-        "window": _fit(tokenizer, window_text, budget.window, keep_end=True),
+        "summaries": _fit(lm, summary_text, budget.summaries, keep_end=True),
+        "retrieved": _fit(lm, "\n".join(retrieved), budget.retrieved),
+        "entities": _fit(lm, entities, budget.entities),
+        "window": _fit(lm, window_text, budget.window, keep_end=True),
     }
 
     def render() -> list[int]:
@@ -81,11 +80,10 @@ def assemble(
         if parts["entities"][0]:
             sections.append(f"Names and facts introduced so far:\n{parts['entities'][0]}")
         sections.append(instruction)
-        chat = bool(getattr(tokenizer, "chat_template", None))
-        ids = lm.encode("\n\n".join(sections), chat=chat)
+        ids = lm.encode("\n\n".join(sections), chat=lm.has_chat_template)
         if parts["window"][0]:  # the reply opens with the latest text, so the model continues it in a new paragraph
             opening = parts["window"][0].strip() + "\n\n"
-            ids = ids + list(tokenizer(opening, add_special_tokens=False)["input_ids"])
+            ids = ids + lm.encode_text(opening)
         return ids
 
     ids = render()
@@ -93,7 +91,7 @@ def assemble(
         while len(ids) > limit and parts[name][1] > 0:
             excess = len(ids) - limit
             text, n = parts[name]
-            parts[name] = _fit(tokenizer, text, max(0, n - excess - 4), keep_end=name in ("summaries", "window"))
+            parts[name] = _fit(lm, text, max(0, n - excess - 4), keep_end=name in ("summaries", "window"))
             ids = render()
     if len(ids) > limit:
         raise InvalidArgumentError("max_context", budget.max_context, f"the outline and instructions alone take "

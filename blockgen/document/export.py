@@ -17,7 +17,7 @@ _CSS = (
 def _layout(doc: Document, section: int):
     """The section's paragraphs and images in reading order: an image after paragraph n follows it (0: before the
     text); a slot past the last paragraph lands at the section's end."""
-    paragraphs = [p.strip() for b in doc.section_blocks(section) for p in b.text.split("\n\n") if p.strip()]
+    paragraphs = [p.strip() for w in doc.section_paragraphs(section) for p in w.text.split("\n\n") if p.strip()]
     images = sorted((im for im in doc.images if im.section == section), key=lambda im: im.after_paragraph)
     for n in range(len(paragraphs) + 1):
         for image in images:

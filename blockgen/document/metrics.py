@@ -30,7 +30,7 @@ def distinct_n(text: str, n: int = 4) -> float:
 
 def repeated_paragraphs(paragraphs: list[str], embedder=None, threshold: float = 0.95) -> int:
     """Paragraphs that repeat an earlier one: the same words, or an embedding at least `threshold` similar."""
-    from blockgen.planners.latent import embed
+    from blockgen.loading.embedder import embed
 
     texts = [p for p in paragraphs if p.strip()]
     if len(texts) < 2:
@@ -46,7 +46,7 @@ def repeated_paragraphs(paragraphs: list[str], embedder=None, threshold: float =
 
 def plan_adherence(section_texts: list[str], section_latent: torch.Tensor, embedder=None) -> float:
     """Share of written sections whose embedding is nearest their own outline node."""
-    from blockgen.planners.latent import embed
+    from blockgen.loading.embedder import embed
 
     written = [(i, t) for i, t in enumerate(section_texts) if t.strip()]
     if not written:
@@ -60,13 +60,13 @@ def document_quality(doc, embedder=None) -> dict:
     """All measures for a finished Document."""
     from blockgen.document.writer import count_words
 
-    text = "\n\n".join(b.text for b in doc.blocks)
-    sections = [" ".join(b.text for b in doc.section_blocks(i)) for i in range(len(doc.outline.sections))]
+    text = "\n\n".join(p.text for p in doc.paragraphs)
+    sections = [" ".join(p.text for p in doc.section_paragraphs(i)) for i in range(len(doc.outline.sections))]
     return {
         "words": count_words(text),
         "required": doc.request.words,
         "length_score": length_score(count_words(text), doc.request.words),
         "distinct_4": distinct_n(text, 4),
-        "repeated_paragraphs": repeated_paragraphs([b.text for b in doc.blocks], embedder),
+        "repeated_paragraphs": repeated_paragraphs([p.text for p in doc.paragraphs], embedder),
         "plan_adherence": plan_adherence(sections, torch.tensor(doc.outline.latent)[1:], embedder),
     }

@@ -1,4 +1,5 @@
-"""The Document: request, outline, finished blocks with their summaries, images and stats. Saved after every block."""
+"""The Document: request, outline, written paragraphs with their summaries, images and stats. Saved after every
+paragraph."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from blockgen.errors import DocumentStateError, InvalidArgumentError
 from blockgen.planners.outline import Outline
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 1: the written paragraphs were stored under "blocks" (read and upgraded by Document.load)
 
 
 class Request(BaseModel):
@@ -33,7 +34,9 @@ class Request(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
-class Block(BaseModel):
+class Paragraph(BaseModel):
+    """One written paragraph: the unit the writer generates, summarises, remembers and saves."""
+
     section: int = Field(ge=0)
     text: str
     summary: str = ""
@@ -59,7 +62,7 @@ class Document(BaseModel):
     request: Request
     fingerprint: str
     outline: Outline
-    blocks: list[Block] = Field(default_factory=list)
+    paragraphs: list[Paragraph] = Field(default_factory=list)
     images: list[ImageRecord] = Field(default_factory=list)
     status: Literal["writing", "done"] = "writing"
 
@@ -69,21 +72,21 @@ class Document(BaseModel):
 
     @property
     def words(self) -> int:
-        return sum(b.words for b in self.blocks)
+        return sum(p.words for p in self.paragraphs)
 
-    def section_blocks(self, section: int) -> list[Block]:
-        return [b for b in self.blocks if b.section == section]
+    def section_paragraphs(self, section: int) -> list[Paragraph]:
+        return [p for p in self.paragraphs if p.section == section]
 
     def section_words(self, section: int) -> int:
-        return sum(b.words for b in self.section_blocks(section))
+        return sum(p.words for p in self.section_paragraphs(section))
 
     def stats(self) -> dict:
-        tokens = sum(b.tokens for b in self.blocks)
-        forwards = sum(b.forward_passes for b in self.blocks)
-        seconds = sum(b.seconds for b in self.blocks)
+        tokens = sum(p.tokens for p in self.paragraphs)
+        forwards = sum(p.forward_passes for p in self.paragraphs)
+        seconds = sum(p.seconds for p in self.paragraphs)
         return {
             "words": self.words,
-            "blocks": len(self.blocks),
+            "paragraphs": len(self.paragraphs),
             "tokens": tokens,
             "forward_passes": forwards,
             "tokens_per_forward": tokens / forwards if forwards else 0.0,
@@ -110,7 +113,7 @@ class Document(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path, request: Request | None = None) -> "Document":
-        """Read a saved state; with `request`, refuse a state that another request wrote."""
+        """Read a saved state (a version-1 state too); with `request`, refuse a state that another request wrote."""
         path = Path(path)
         try:
             raw = path.read_text(encoding="utf-8")
@@ -119,7 +122,7 @@ class Document(BaseModel):
         except (OSError, UnicodeDecodeError) as exc:
             raise DocumentStateError(path, f"cannot read ({exc})") from None
         try:
-            doc = cls.model_validate(json.loads(raw))
+            doc = cls.model_validate(_upgrade(json.loads(raw)))
         except (ValueError, ValidationError) as exc:
             raise DocumentStateError(path, f"corrupt state ({str(exc).splitlines()[0]})") from None
         if doc.version != STATE_VERSION:
@@ -130,6 +133,15 @@ class Document(BaseModel):
             raise DocumentStateError(path, "this state was written for another request "
                                      f"({doc.request.kind} {doc.request.prompt[:40]!r}, {doc.request.words} words)")
         return doc
+
+
+def _upgrade(raw):
+    """A version-1 state read as version 2: version 1 stored the paragraphs under "blocks", item for item the same."""
+    if isinstance(raw, dict) and raw.get("version") == 1 and "paragraphs" not in raw:
+        upgraded = {key: value for key, value in raw.items() if key != "blocks"}
+        upgraded.update(version=2, paragraphs=raw.get("blocks", []))
+        return upgraded
+    return raw
 
 
 def writable_directory(path: str | Path) -> Path:

@@ -3,7 +3,13 @@
 It knows token ids only. Layout: every row's prompt is left-padded so that its first generation block starts at the
 same column; blocks then advance column-aligned for the whole batch while each row keeps its own positions. Blocks
 are aligned to absolute positions for causal / block-causal families (the prompt's tail shares the first block and is
-never edited) and to the prompt's end for bidirectional ones (as LLaDA and Dream decode).
+never edited) and to the prompt's end for bidirectional ones (as LLaDA and Dream decode). `fill` runs the same loop
+over canvases: fixed text with masked positions anywhere, one block spanning the canvas (bidirectional families).
+
+Each block runs passes until its rows are done; a pass is three phases:
+  1. which columns the model runs, and whether their keys/values are kept (`_plan_pass`, by cache mode);
+  2. one block step: logits at the positions the scheduler decides on, the scheduler's commits and edits (`_step`);
+  3. settling: each row's stable prefix, stop tokens and stop strings; finished rows retire (`_Rows.retire`).
 
 Caches:
 - "exact" (causal, block-causal): keys/values of finished blocks are written once; each step runs the blocks not yet
@@ -21,30 +27,43 @@ from dataclasses import dataclass, field
 
 import torch
 
+from blockgen.engine.options import CACHE_MODES, GenerationConfig
 from blockgen.errors import BlockgenError, InvalidArgumentError
-from blockgen.models.attention import AttentionKind
+from blockgen.models.attention import Attention, AttentionKind
 from blockgen.models.cache import KVCache
 from blockgen.models.decoder import Decoder
 from blockgen.models.family import Family
 
-CACHE_MODES = ("auto", "exact", "prefix", "dual", "none")
+MAX_EDIT_PASSES = 16  # passes after a block's masks are gone, while editing still changes tokens
 
 
-@dataclass(frozen=True)
 class DecodeSettings:
-    max_new_tokens: int
-    block_size: int
-    steps: int  # refinement steps per block given to the scheduler
-    cache: str = "auto"
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float = 1.0  # CTRL: logits of tokens already in the row (prompt + committed) / p (or * p if < 0)
-    penalty_scope: str = "context"  # "context": prompt and generated tokens (as transformers); "generated": only these
-    stop_token_ids: tuple[int, ...] = ()
-    max_post_steps: int = 16  # extra passes after a block's masks are gone, while editing changes tokens
-    generator: torch.Generator | None = None
-    extend_context: bool = False  # allow positions past the trained length (the caller chose an NTK factor)
+    """One decode's settings: the options (a validated GenerationConfig) with the block size and the steps per block
+    resolved, the stop token ids and the random generator."""
+
+    def __init__(self, max_new_tokens: int, block_size: int, steps: int, *, stop_token_ids: tuple[int, ...] = (),
+                 generator: torch.Generator | None = None, **options):
+        self.options = GenerationConfig.build(max_new_tokens=max_new_tokens, block_size=block_size, steps=steps,
+                                              **options)
+        self.stop_token_ids = tuple(stop_token_ids)
+        self.generator = generator
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.options.max_new_tokens
+
+    @property
+    def block_size(self) -> int:
+        return self.options.block_size
+
+    @property
+    def steps(self) -> int:
+        return self.options.steps
+
+    @property
+    def extend_context(self) -> bool:
+        """Positions past the trained length are allowed: the caller chose an NTK factor."""
+        return self.options.ntk_factor is not None
 
 
 @dataclass
@@ -87,44 +106,97 @@ def resolve_cache(mode: str, family: Family) -> str:
     return mode
 
 
-class _Batch:
-    """Per-row tensors and bookkeeping of the canvas; rows leave as they finish."""
+@dataclass(frozen=True)
+class _Span:
+    """The columns [start, end) of block `index`."""
 
-    def __init__(self, prompts: list[list[int]], s: DecodeSettings, family: Family, device, fill: int):
+    index: int
+    start: int
+    end: int
+
+
+class _Rows:
+    """Every per-row piece of state of the batch; rows retire (all their state at once) as they finish.
+
+    Canvas: token ids per row; `editable` marks the positions the model writes. `gen_start` / `gen_end` bound what a
+    row returns. Per block: `active` (still refining), passes with and after masks, and the logits at the column
+    before the block (a shifted model predicts the block's first token there; later passes may not rerun it)."""
+
+    def __init__(self, x, positions, valid, editable, gen_start, gen_end, start_col: int, span: int, n_blocks: int):
+        self.x, self.positions, self.valid, self.editable = x, positions, valid, editable
+        self.ids = list(range(x.shape[0]))  # each remaining row's index in the caller's batch
+        self.gen_start, self.gen_end = gen_start, gen_end
+        self.stable_len = [0] * x.shape[0]
+        self.start_col, self.span, self.n_blocks = start_col, span, n_blocks
+        self.width = x.shape[1]
+        self.begin_block(_Span(0, start_col, start_col + span))
+
+    @classmethod
+    def from_prompts(cls, prompts: list[list[int]], s: DecodeSettings, family: Family, device, mask_id: int, fill: int):
+        """Prompts left-padded so generation starts at one column; each row then has max_new_tokens masked."""
         bsz, block = len(prompts), s.block_size
         lengths = torch.tensor([len(p) for p in prompts])
         absolute = family.attention is not AttentionKind.BIDIRECTIONAL
         first = (lengths // block) * block if absolute else lengths  # position where generation block 0 starts
-        self.start_col = int(first.max())  # column where generation block 0 starts
-        offsets = self.start_col - first  # left padding of each row
-        self.gen_start = offsets + lengths  # first generated column per row
-        self.gen_end = self.gen_start + s.max_new_tokens
-        n_blocks = -(-(int(self.gen_end.max()) - self.start_col) // block)
-        self.width = self.start_col + n_blocks * block
-        self.n_blocks = n_blocks
-        cols = torch.arange(self.width)
-        self.x = torch.full((bsz, self.width), fill, dtype=torch.long)
+        start_col = int(first.max())
+        pad = start_col - first
+        gen_start = pad + lengths
+        gen_end = gen_start + s.max_new_tokens
+        n_blocks = -(-(int(gen_end.max()) - start_col) // block)
+        width = start_col + n_blocks * block
+        cols = torch.arange(width)
+        x = torch.full((bsz, width), fill, dtype=torch.long)
         for i, prompt in enumerate(prompts):
-            self.x[i, int(offsets[i]) : int(self.gen_start[i])] = torch.tensor(prompt, dtype=torch.long)
-        self.positions = (cols[None] - offsets[:, None]).clamp(min=0)
-        self.valid = (cols[None] >= offsets[:, None]) & (cols[None] < self.gen_end[:, None])
-        self.editable = (cols[None] >= self.gen_start[:, None]) & (cols[None] < self.gen_end[:, None])
-        self.rows = list(range(bsz))  # original index of each remaining row
-        self.x, self.positions, self.valid, self.editable = (
-            t.to(device) for t in (self.x, self.positions, self.valid, self.editable)
-        )
-        self.gen_start, self.gen_end = self.gen_start.tolist(), self.gen_end.tolist()
-        self.stable_len = [0] * bsz
+            x[i, int(pad[i]) : int(gen_start[i])] = torch.tensor(prompt, dtype=torch.long)
+        positions = (cols[None] - pad[:, None]).clamp(min=0)
+        valid = (cols[None] >= pad[:, None]) & (cols[None] < gen_end[:, None])
+        editable = (cols[None] >= gen_start[:, None]) & (cols[None] < gen_end[:, None])
+        x[editable] = mask_id
+        tensors = (t.to(device) for t in (x, positions, valid, editable))
+        return cls(*tensors, gen_start.tolist(), gen_end.tolist(), start_col, block, n_blocks)
 
-    def keep(self, keep: list[int]) -> None:
+    @classmethod
+    def from_canvas(cls, canvas: list[int], device, mask_id: int):
+        """One row whose masked positions are written; everything else is fixed. One block spans the canvas."""
+        x = torch.tensor([canvas], dtype=torch.long, device=device)
+        width = len(canvas)
+        positions = torch.arange(width, device=device)[None]
+        valid = torch.ones_like(x, dtype=torch.bool)
+        return cls(x, positions, valid, x == mask_id, [0], [width], 0, width, 1)
+
+    def begin_block(self, span: _Span) -> None:
+        self.block = span
+        self.in_block = self.editable[:, span.start : span.end]
+        self.active = self.in_block.any(-1)
+        self.passes_after_masks = torch.zeros(len(self.ids), dtype=torch.long, device=self.x.device)
+        self.passes_with_masks = torch.zeros_like(self.passes_after_masks)
+        self.logits_before_block: torch.Tensor | None = None
+
+    def block_masks(self, mask_id: int) -> torch.Tensor:
+        """(B, span) bool: the block's positions still masked."""
+        return (self.x[:, self.block.start : self.block.end] == mask_id) & self.in_block
+
+    def generated(self, i: int) -> torch.Tensor:
+        return self.x[i, self.gen_start[i] : self.gen_end[i]]
+
+    def retire(self, finished: list[int], cache: KVCache | None) -> bool:
+        """Drop the finished rows (by current index) from every piece of state and the cache; False when none is
+        left."""
+        keep = [i for i in range(len(self.ids)) if i not in set(finished)]
+        if not keep:
+            return False
         index = torch.tensor(keep, device=self.x.device)
-        self.x, self.positions, self.valid, self.editable = (
-            t.index_select(0, index) for t in (self.x, self.positions, self.valid, self.editable)
-        )
-        self.rows = [self.rows[i] for i in keep]
-        self.gen_start = [self.gen_start[i] for i in keep]
-        self.gen_end = [self.gen_end[i] for i in keep]
-        self.stable_len = [self.stable_len[i] for i in keep]
+        for name in ("x", "positions", "valid", "editable", "in_block", "active", "passes_after_masks",
+                     "passes_with_masks"):
+            setattr(self, name, getattr(self, name).index_select(0, index))
+        if self.logits_before_block is not None:
+            self.logits_before_block = self.logits_before_block.index_select(0, index)
+        for name in ("ids", "gen_start", "gen_end", "stable_len"):
+            values = getattr(self, name)
+            setattr(self, name, [values[i] for i in keep])
+        if cache is not None:
+            cache.select_rows(index)
+        return True
 
 
 def _mask_id(family: Family, s: DecodeSettings) -> int:
@@ -137,29 +209,23 @@ def _mask_id(family: Family, s: DecodeSettings) -> int:
                                "checkpoint or a config 'blockgen.mask_token_id'")
 
 
-def _penalize(logits: torch.Tensor, batch: _Batch, mask_id: int, penalty: float, generated: bool) -> torch.Tensor:
+def _penalize(logits: torch.Tensor, rows: _Rows, mask_id: int, penalty: float, generated: bool) -> torch.Tensor:
     """CTRL's repetition penalty (as transformers applies it): every token id present in a row's prompt or committed
     text (only its committed text when `generated`) has its logit divided by `penalty` when positive and multiplied
     by it when negative."""
-    seen = (batch.editable if generated else batch.valid) & (batch.x >= 0) & (batch.x != mask_id)
+    seen = (rows.editable if generated else rows.valid) & (rows.x >= 0) & (rows.x != mask_id)
     counts = torch.zeros(logits.shape[0], logits.shape[-1], dtype=torch.long, device=logits.device)
-    counts.scatter_add_(1, batch.x.clamp(min=0), seen.long())
+    counts.scatter_add_(1, rows.x.clamp(min=0), seen.long())
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(counts[:, None, :] > 0, penalized, logits)
 
 
-def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSettings) -> None:
+def _check(model: Decoder, prompts: list[list[int]], s: DecodeSettings) -> None:
     if not prompts:
         raise InvalidArgumentError("prompts", prompts, "must hold at least one prompt")
     for i, p in enumerate(prompts):
         if not p:
             raise InvalidArgumentError(f"prompts[{i}]", p, "is empty: give at least one token")
-    if s.max_new_tokens < 1:
-        raise InvalidArgumentError("max_new_tokens", s.max_new_tokens, "must be >= 1")
-    if s.block_size < 1:
-        raise InvalidArgumentError("block_size", s.block_size, "must be >= 1")
-    if s.steps < 1:
-        raise InvalidArgumentError("steps", s.steps, "must be >= 1")
     longest = max(len(p) for p in prompts) + s.max_new_tokens + s.block_size
     trained = model.config.max_position_embeddings
     if longest > trained and model.ntk_factor == 1.0 and not s.extend_context:
@@ -169,6 +235,179 @@ def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSe
             f"prompt + new tokens (up to {longest} positions with block padding) exceed the trained context "
             f"{trained}; shorten them or set an NTK factor (ntk_factor='auto' picks one)",
         )
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """Phase 1 of a pass: the columns the model runs, whether their keys/values are written to the cache, and the
+    cache lengths to trim to before and after it."""
+
+    columns: torch.Tensor
+    write: bool
+    trim_before: int | None = None
+    trim_after: int | None = None
+
+
+class _Loop:
+    """One decode: the settings, the model and its cache, and the rows; `blocks()` yields the events."""
+
+    def __init__(self, model: Decoder, family: Family, scheduler, rows: _Rows, s: DecodeSettings, mask_id: int,
+                 attention: Attention, stop_check):
+        self.model, self.scheduler, self.rows, self.s, self.mask_id = model, scheduler, rows, s, mask_id
+        self.attention, self.stop_check = attention, stop_check
+        self.cache_mode = resolve_cache(s.options.cache, family)
+        self.shift = 1 if family.logit_shift else 0
+        self.device = model.device
+        self.cache = KVCache.for_model(model, len(rows.ids), rows.width) if self.cache_mode != "none" else None
+        self.cached_upto = 0  # exact cache: columns [0, cached_upto) are in the cache
+        # AR mode: a one-token block's logits come from the column before it, so the block itself never runs
+        self.runs_block = not (self.shift and rows.span == 1)
+        editing_threshold = getattr(scheduler.config, "editing_threshold", None)
+        self.editing = editing_threshold is not None and editing_threshold > 0
+        self.stop_ids = torch.tensor(s.stop_token_ids or [-1], device=self.device)
+        scheduler.set_timesteps(s.steps, device=self.device, block_length=rows.span)
+
+    def blocks(self) -> Iterator[Event]:
+        rows = self.rows
+        for index in range(rows.n_blocks):
+            start = rows.start_col + index * rows.span
+            rows.begin_block(_Span(index, start, start + rows.span))
+            scheduler_clock = 0  # passes while any row still had masks
+            step = 0
+            while bool(rows.active.any()):
+                masks_before = rows.block_masks(self.mask_id)
+                event, ticked = self._pass(step, scheduler_clock, masks_before)
+                scheduler_clock += ticked
+                finished = self._settle(event)
+                yield event
+                step += 1
+                if finished:
+                    for i, reason, tokens in finished:
+                        yield FinishEvent(rows.ids[i], tokens, reason)
+                    if not rows.retire([i for i, _, _ in finished], self.cache):
+                        return
+            yield BlockEvent(index, list(rows.ids))
+            reached = [i for i in range(len(rows.ids)) if rows.gen_end[i] <= rows.block.end]  # max_new_tokens
+            for i in reached:
+                yield FinishEvent(rows.ids[i], rows.generated(i).tolist(), "length")
+            if reached and not rows.retire(reached, self.cache):
+                return
+
+    # ---- phase 1: which columns run
+    def _plan_pass(self, step: int) -> _Pass:
+        block, width, mode = self.rows.block, self.rows.width, self.cache_mode
+        device = self.device
+        if mode == "exact":
+            end = block.end if self.runs_block else block.start
+            return _Pass(torch.arange(self.cached_upto, end, device=device), True,
+                         trim_after=block.start if self.runs_block else None)
+        if mode == "none":
+            bidirectional = self.attention.kind is AttentionKind.BIDIRECTIONAL
+            end = width if bidirectional else (block.end if self.runs_block else block.start)
+            return _Pass(torch.arange(0, end, device=device), False)
+        if step == 0:  # prefix / dual: refresh the cache with a full pass at the block start
+            columns = torch.arange(width, device=device)
+            if mode == "dual":  # order: prefix, suffix, block; bidirectional attention ignores order
+                columns = torch.cat((columns[: block.start], columns[block.end :], columns[block.start : block.end]))
+            return _Pass(columns, True, trim_before=0,
+                         trim_after=block.start if mode == "prefix" else width - (block.end - block.start))
+        return _Pass(torch.arange(block.start, width if mode == "prefix" else block.end, device=device), False)
+
+    def _forward(self, plan: _Pass, wanted: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Run the planned columns; the logits (B, V) of each wanted column among them, by column."""
+        rows, cache = self.rows, self.cache
+        if plan.trim_before is not None:
+            cache.trim(plan.trim_before)
+        slot = torch.full((rows.width + 1,), -1, dtype=torch.long, device=self.device)
+        slot[plan.columns] = torch.arange(len(plan.columns), device=self.device)
+        present = wanted[slot[wanted] >= 0]
+        out = self.model(rows.x[:, plan.columns], positions=rows.positions[:, plan.columns], attention=self.attention,
+                         cache=cache, write_cache=plan.write, token_mask=rows.valid[:, plan.columns],
+                         logits_at=slot[present])
+        if plan.trim_after is not None:
+            cache.trim(plan.trim_after)
+        if self.cache_mode == "exact":
+            self.cached_upto = self.rows.block.start
+        return dict(zip(present.tolist(), out.unbind(1)))
+
+    # ---- phase 2: one block step
+    def _pass(self, step: int, clock: int, masks_before: torch.Tensor) -> tuple[StepEvent, int]:
+        rows, s, block, mask_id = self.rows, self.s, self.rows.block, self.mask_id
+        has_masks = masks_before.any(-1)
+        rows.passes_after_masks = rows.passes_after_masks + (~has_masks).long()
+        # the block positions the scheduler decides on: all with editing, else those still masked in some row
+        candidates = rows.in_block if self.editing else masks_before
+        offsets = (candidates & rows.active[:, None]).any(0).nonzero().flatten()
+        predicted_at = block.start + offsets - self.shift  # token i is predicted at column i - 1 when shifted
+        plan = self._plan_pass(step)
+        logits_by_column = self._forward(plan, predicted_at[predicted_at >= 0])
+        if self.shift and block.start - 1 in logits_by_column:  # later passes that skip it (it is cached) reuse it
+            rows.logits_before_block = logits_by_column[block.start - 1]
+        logits = self._gather(logits_by_column, predicted_at)
+        if s.options.repetition_penalty != 1.0:
+            logits = _penalize(logits, rows, mask_id, s.options.repetition_penalty,
+                               s.options.penalty_scope == "generated")
+        if mask_id >= 0:  # the mask token is never a prediction
+            logits[..., mask_id] = float("-inf")
+        # only editable positions of active rows may change: masked ones by commits, committed ones by edits
+        current = rows.x[:, block.start + offsets]
+        result = self.scheduler.step(logits, clock, current, mask_token_id=mask_id, temperature=s.options.temperature,
+                                     top_k=s.options.top_k, top_p=s.options.top_p, generator=s.generator,
+                                     prompt_mask=None, return_dict=True)
+        allowed = rows.in_block[:, offsets] & rows.active[:, None]
+        commits = result.transfer_index & allowed & masks_before[:, offsets]
+        edits = result.editing_transfer_index & allowed & ~masks_before[:, offsets]
+        rows.x[:, block.start + offsets] = torch.where(commits | edits, result.sampled_tokens, current)
+        masks_after = rows.block_masks(mask_id).any(-1)
+        if bool((has_masks & rows.active & ~commits.any(-1)).any()) and step > 4 * max(rows.span, s.steps):
+            raise BlockgenError(f"{type(self.scheduler).__name__} committed nothing in block {block.index} after "
+                                f"{step} steps")
+        rows.passes_with_masks = rows.passes_with_masks + has_masks.long()
+        ticked = int(bool((has_masks & rows.active).any()))
+        # Go on while masks remain; with editing, also for passes that still change tokens (the first pass after
+        # the last commit runs regardless, unless the step budget is spent), as LLaDA2.1's loop does.
+        rows.active = rows.active & (
+            masks_after
+            | (self.editing & has_masks & (rows.passes_with_masks < s.steps))
+            | (self.editing & ~has_masks & edits.any(-1) & (rows.passes_after_masks <= MAX_EDIT_PASSES))
+        )
+        return StepEvent(block.index, step, len(plan.columns), int(commits.sum()), int(edits.sum())), ticked
+
+    def _gather(self, logits_by_column: dict[int, torch.Tensor], columns: torch.Tensor) -> torch.Tensor:
+        """(B, len(columns), V): the logits of each column; the column before the block from an earlier pass when
+        this one did not run it; zeros for a column no pass ran (only a frozen first column can lack them)."""
+        rows = self.rows
+        picked = [logits_by_column.get(c, rows.logits_before_block) for c in columns.tolist()]
+        if any(p is None for p in picked):
+            zeros = torch.zeros(len(rows.ids), self.model.config.vocab_size, device=self.device,
+                                dtype=self.model.dtype)
+            picked = [zeros if p is None else p for p in picked]
+        return torch.stack(picked, dim=1)
+
+    # ---- phase 3: settling
+    def _settle(self, event: StepEvent) -> list[tuple[int, str, list[int]]]:
+        """Record each row's stable prefix on the event; return the rows that finished: (index, reason, tokens)."""
+        rows, finished = self.rows, []
+        for i in range(len(rows.ids)):
+            generated = rows.generated(i)
+            is_mask = generated == self.mask_id
+            # stable: committed and contiguous from the start; while editing may still touch this block, only
+            # what comes before it
+            limit = int(is_mask.nonzero()[0, 0]) if bool(is_mask.any()) else len(generated)
+            if self.editing and bool(rows.active[i]):
+                limit = min(limit, max(0, rows.block.start - rows.gen_start[i]))
+            stops = torch.isin(generated[:limit], self.stop_ids).nonzero()
+            cut = int(stops[0, 0]) if len(stops) else None
+            tokens = generated[: limit if cut is None else cut].tolist()
+            if cut is None and self.stop_check is not None and len(tokens) > rows.stable_len[i]:
+                cut = self.stop_check(rows.ids[i], tokens)
+                tokens = tokens if cut is None else tokens[:cut]
+            if len(tokens) > rows.stable_len[i] or cut is not None:
+                rows.stable_len[i] = len(tokens)
+                event.stable[rows.ids[i]] = tokens
+            if cut is not None:
+                finished.append((i, "stop", tokens))
+        return finished
 
 
 @torch.inference_mode()
@@ -184,173 +423,37 @@ def decode(
 
     stop_check(row, stable_tokens) may return a length at which that row stops (a stop string was found).
     """
-    _check(model, family, prompts, settings)
-    s, mask_id, block = settings, _mask_id(family, settings), settings.block_size
-    cache_mode = resolve_cache(s.cache, family)
-    attention = family.attention_for(block)
-    shift = 1 if family.logit_shift else 0
-    device = model.device
-    fill = s.stop_token_ids[0] if s.stop_token_ids else 0
-    batch = _Batch(prompts, s, family, device, fill)
-    batch.x[batch.editable] = mask_id
-    scheduler.set_timesteps(s.steps, device=device, block_length=block)
-    editing_threshold = getattr(scheduler.config, "editing_threshold", None)
-    editing = editing_threshold is not None and editing_threshold > 0
-    stop_ids = torch.tensor(s.stop_token_ids or [-1], device=device)
-
-    cache = KVCache.for_model(model, len(prompts), batch.width) if cache_mode != "none" else None
-    cached_upto = 0  # exact cache: columns [0, cached_upto) are in the cache
-    carry = None  # logits at the column before the current block (for logit shift), kept from the block's first pass
-    with_block = not (shift and block == 1)  # AR mode: a one-token block's logits come from the column before it
-
-    def run(cols: torch.Tensor, write: bool, need: torch.Tensor):
-        """Forward the given columns; logits for the needed columns among them, keyed by column."""
-        slot = torch.full((batch.width + 1,), -1, dtype=torch.long, device=device)
-        slot[cols] = torch.arange(len(cols), device=device)
-        found = need[slot[need] >= 0]
-        out = model(
-            batch.x[:, cols],
-            positions=batch.positions[:, cols],
-            attention=attention,
-            cache=cache,
-            write_cache=write,
-            token_mask=batch.valid[:, cols],
-            logits_at=slot[found],
-        )
-        return dict(zip(found.tolist(), out.unbind(1)))
-
-    for k in range(batch.n_blocks):
-        lo, hi = batch.start_col + k * block, batch.start_col + (k + 1) * block
-        in_block = batch.editable[:, lo:hi]
-        carry = None
-        post = torch.zeros(len(batch.rows), dtype=torch.long, device=device)  # passes after a row's masks are gone
-        mask_steps = torch.zeros_like(post)  # passes while a row still had masks
-        active = in_block.any(-1)
-        step, timestep = 0, 0  # all passes in this block; passes while any row had masks (the scheduler's clock)
-        while bool(active.any()):
-            masks_pre = (batch.x[:, lo:hi] == mask_id) & in_block
-            has_masks = masks_pre.any(-1)
-            post = post + (~has_masks).long()
-            # the block positions the scheduler decides on: all with editing, else those still masked in some row
-            wanted = (in_block & active[:, None]).any(0) if editing else (masks_pre & active[:, None]).any(0)
-            idx = wanted.nonzero().flatten()
-            need = lo + idx - shift  # their logits' columns (token i is predicted at i - 1 when shifted)
-            need = need[need >= 0]
-            # ---- forward: which columns run, and whether their keys/values are kept
-            if cache_mode == "exact":
-                end = hi if with_block else lo
-                got = run(torch.arange(cached_upto, end, device=device), True, need)
-                if with_block:
-                    cache.trim(lo)
-                forward_tokens, cached_upto = end - cached_upto, lo
-            elif cache_mode == "none":
-                end = batch.width if attention.kind is AttentionKind.BIDIRECTIONAL else (hi if with_block else lo)
-                got, forward_tokens = run(torch.arange(0, end, device=device), False, need), end
-            elif step == 0:  # prefix / dual: refresh the cache with a full pass at the block start
-                cache.trim(0)
-                cols = torch.arange(batch.width, device=device)
-                if cache_mode == "dual":  # order: prefix, suffix, block; bidirectional attention ignores order
-                    cols = torch.cat((cols[:lo], cols[hi:], cols[lo:hi]))
-                got, forward_tokens = run(cols, True, need), batch.width
-                cache.trim(lo if cache_mode == "prefix" else batch.width - block)
-            else:
-                cols = torch.arange(lo, batch.width if cache_mode == "prefix" else hi, device=device)
-                got, forward_tokens = run(cols, False, need), len(cols)
-            if shift and lo - 1 in got:  # later passes that skip column lo - 1 (it is cached) reuse it
-                carry = got[lo - 1]
-            columns = [got[c] if c in got else carry for c in (lo + idx - shift).tolist()]
-            if any(c is None for c in columns):  # only a frozen first column can lack its logits
-                zeros = torch.zeros(len(batch.rows), model.config.vocab_size, device=device, dtype=model.dtype)
-                columns = [zeros if c is None else c for c in columns]
-            logits = torch.stack(columns, dim=1)  # (B, len(idx), V)
-            if s.repetition_penalty != 1.0:
-                logits = _penalize(logits, batch, mask_id, s.repetition_penalty, s.penalty_scope == "generated")
-            if mask_id >= 0:  # the mask token is never a prediction
-                logits[..., mask_id] = float("-inf")
-            # ---- scheduler step on those positions; only editable positions of active rows may change
-            sample = batch.x[:, lo + idx]
-            result = scheduler.step(
-                logits,
-                timestep,
-                sample,
-                mask_token_id=mask_id,
-                temperature=s.temperature,
-                top_k=s.top_k,
-                top_p=s.top_p,
-                generator=s.generator,
-                prompt_mask=None,
-                return_dict=True,
-            )
-            allowed = in_block[:, idx] & active[:, None]
-            transfer = result.transfer_index & allowed & masks_pre[:, idx]
-            edits = result.editing_transfer_index & allowed & ~masks_pre[:, idx]
-            batch.x[:, lo + idx] = torch.where(transfer | edits, result.sampled_tokens, sample)
-            masks_after = ((batch.x[:, lo:hi] == mask_id) & in_block).any(-1)
-            if bool((has_masks & active & ~transfer.any(-1)).any()) and step > 4 * max(block, s.steps):
-                raise BlockgenError(f"{type(scheduler).__name__} committed nothing in block {k} after {step} steps")
-            mask_steps = mask_steps + has_masks.long()
-            timestep += int(bool((has_masks & active).any()))
-            # Go on while masks remain; with editing, also for passes that still change tokens (the first pass after
-            # the last commit runs regardless, unless the step budget is spent), as LLaDA2.1's loop does.
-            active = active & (
-                masks_after
-                | (editing & has_masks & (mask_steps < s.steps))
-                | (editing & ~has_masks & edits.any(-1) & (post <= s.max_post_steps))
-            )
-            event = StepEvent(k, step, forward_tokens, int(transfer.sum()), int(edits.sum()))
-            finished = _settle(batch, event, mask_id, stop_ids, lo, active, editing, stop_check)
-            yield event
-            step += 1
-            if finished:
-                for i, reason, tokens in finished:
-                    yield FinishEvent(batch.rows[i], tokens, reason)
-                keep = _drop(batch, cache, [f[0] for f in finished])
-                if not keep:
-                    return
-                carry = carry[keep] if carry is not None else None
-                active, post, mask_steps = active[keep], post[keep], mask_steps[keep]
-                in_block = batch.editable[:, lo:hi]
-        yield BlockEvent(k, list(batch.rows))
-        done = [i for i in range(len(batch.rows)) if batch.gen_end[i] <= hi]  # reached max_new_tokens
-        for i in done:
-            yield FinishEvent(batch.rows[i], batch.x[i, batch.gen_start[i] : batch.gen_end[i]].tolist(), "length")
-        if done:
-            keep = _drop(batch, cache, done)
-            if not keep:
-                return
-            carry = carry[keep] if carry is not None else None
+    _check(model, prompts, settings)
+    mask_id = _mask_id(family, settings)
+    fill = settings.stop_token_ids[0] if settings.stop_token_ids else 0
+    rows = _Rows.from_prompts(prompts, settings, family, model.device, mask_id, fill)
+    loop = _Loop(model, family, scheduler, rows, settings, mask_id, family.attention_for(settings.block_size),
+                 stop_check)
+    yield from loop.blocks()
 
 
-def _drop(batch: _Batch, cache: KVCache | None, rows: list[int]) -> list[int]:
-    """Remove finished rows from the batch and the cache; return the kept row indices."""
-    keep = [i for i in range(len(batch.rows)) if i not in set(rows)]
-    if keep:
-        batch.keep(keep)
-        if cache is not None:
-            cache.select_rows(torch.tensor(keep, device=batch.x.device))
-    return keep
-
-
-def _settle(batch: _Batch, event: StepEvent, mask_id: int, stop_ids, block_start: int, active, editing, stop_check):
-    """Record each row's stable prefix on the event; return rows that finished: (index, reason, tokens)."""
-    finished = []
-    for i in range(len(batch.rows)):
-        start, end = batch.gen_start[i], batch.gen_end[i]
-        generated = batch.x[i, start:end]
-        is_mask = generated == mask_id
-        # stable: committed and contiguous from the start; while editing may still touch this block, only before it
-        limit = int(is_mask.nonzero()[0, 0]) if bool(is_mask.any()) else end - start
-        if editing and bool(active[i]):
-            limit = min(limit, max(0, block_start - start))
-        stops = torch.isin(generated[:limit], stop_ids).nonzero()
-        cut = int(stops[0, 0]) if len(stops) else None
-        tokens = generated[: limit if cut is None else cut].tolist()
-        if cut is None and stop_check is not None and len(tokens) > batch.stable_len[i]:
-            cut = stop_check(batch.rows[i], tokens)
-            tokens = tokens if cut is None else tokens[:cut]
-        if len(tokens) > batch.stable_len[i] or cut is not None:
-            batch.stable_len[i] = len(tokens)
-            event.stable[batch.rows[i]] = tokens
-        if cut is not None:
-            finished.append((i, "stop", tokens))
-    return finished
+@torch.inference_mode()
+def fill(model: Decoder, family: Family, scheduler, canvas: list[int], settings: DecodeSettings) -> list[int]:
+    """The canvas with every mask token written: one block over the whole canvas, bidirectional attention, the
+    scheduler committing across all masked positions at once (LLaDA's loop over one canvas); fixed tokens never
+    change. settings: the sampling options (temperature, top-k/p, penalty, generator); its steps bound the passes."""
+    if family.attention is not AttentionKind.BIDIRECTIONAL:
+        raise InvalidArgumentError("model", family.model_type, "a canvas with masks on both sides of fixed text needs "
+                                   "a bidirectional model (causal ones decode slot by slot)")
+    mask_id = family.mask_token_id
+    if mask_id is None:
+        raise InvalidArgumentError("model", family.model_type, "filling a canvas needs a mask token")
+    trained = model.config.max_position_embeddings
+    if len(canvas) > trained and model.ntk_factor == 1.0 and not settings.extend_context:
+        raise InvalidArgumentError("canvas", len(canvas), f"longer than the model's {trained} positions")
+    masked = [i for i, t in enumerate(canvas) if t == mask_id]
+    if family.logit_shift and masked and masked[0] == 0:
+        raise InvalidArgumentError("canvas", "mask at position 0", "a shifted model needs a token before a mask")
+    if settings.options.cache != "none":
+        raise InvalidArgumentError("cache", settings.options.cache, "a canvas is decoded without a cache: use 'none'")
+    rows = _Rows.from_canvas(canvas, model.device, mask_id)
+    loop = _Loop(model, family, scheduler, rows, settings, mask_id, Attention(AttentionKind.BIDIRECTIONAL), None)
+    for event in loop.blocks():
+        if isinstance(event, FinishEvent):
+            return event.tokens
+    raise BlockgenError("the canvas loop ended without finishing its row")

@@ -1,7 +1,7 @@
 """The text tiers over the decode loop: a stream of text deltas with stats, and a blocking generate.
 
-`GenerationConfig` validates every option at the boundary; `stream` turns decode events into per-row text deltas
-(each committed token reaches the stream exactly once, in order); `generate` collects them.
+`GenerationConfig` (engine/options.py) validates every option at the boundary; `stream` turns decode events into
+per-row text deltas (each committed token reaches the stream exactly once, in order); `collect` gathers them.
 """
 
 from __future__ import annotations
@@ -9,72 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from blockgen.engine.decode import BlockEvent, DecodeSettings, FinishEvent, StepEvent, decode
-from blockgen.engine.schedulers import make_scheduler
-from blockgen.errors import invalid_argument
-
-SCHEDULER_NAMES = ("threshold", "low_confidence", "factor", "random", "margin", "entropy")
-
-
-class GenerationConfig(BaseModel):
-    """Options of one generation. None means: the checkpoint family's default (block size) or one step per token."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_new_tokens: int = Field(128, ge=1, le=1_000_000)
-    block_size: int | None = Field(None, ge=1, le=4096)
-    steps: int | None = Field(None, ge=1, le=4096, description="refinement steps per block")
-    scheduler: Literal[SCHEDULER_NAMES] = "threshold"
-    threshold: float = Field(0.9, ge=0.0, le=1.0)
-    factor: float = Field(1.0, gt=0.0)
-    editing_threshold: float | None = Field(None, ge=0.0, le=1.0)
-    temperature: float = Field(0.0, ge=0.0)
-    top_k: int | None = Field(None, ge=1)
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="CTRL's penalty on tokens already in the row")
-    penalty_scope: Literal["context", "generated"] = "context"
-    seed: int | None = None
-    cache: Literal["auto", "exact", "prefix", "dual", "none"] = "auto"
-    stop: tuple[str, ...] = ()
-    ntk_factor: float | Literal["auto"] | None = None
-
-    @classmethod
-    def build(cls, **options) -> "GenerationConfig":
-        """Construct from keyword options; a bad option raises InvalidArgumentError naming it and its value."""
-        try:
-            return cls(**options)
-        except ValidationError as exc:
-            raise invalid_argument(exc) from None
-
-    def decode_settings(self, family, device, stop_token_ids: tuple[int, ...] = ()) -> DecodeSettings:
-        block = self.block_size or family.block_size
-        generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
-        return DecodeSettings(
-            max_new_tokens=self.max_new_tokens,
-            block_size=block,
-            steps=self.steps or block,
-            cache=self.cache,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty,
-            penalty_scope=self.penalty_scope,
-            stop_token_ids=tuple(stop_token_ids),
-            generator=generator,
-            extend_context=self.ntk_factor is not None,
-        )
-
-    def make_scheduler(self):
-        if self.scheduler in ("random", "margin", "entropy"):
-            return make_scheduler("low_confidence", confidence=self.scheduler, editing_threshold=self.editing_threshold)
-        extra = {"threshold": {"threshold": self.threshold}, "factor": {"factor": self.factor}}.get(self.scheduler, {})
-        return make_scheduler(self.scheduler, editing_threshold=self.editing_threshold, **extra)
-
+from blockgen.engine.decode import FinishEvent, StepEvent, decode
+from blockgen.engine.options import GenerationConfig
 
 @dataclass
 class GenerationStats:
@@ -200,8 +137,6 @@ def stream(
             text, new = rows[event.row].advance(event.tokens, final=True)
             stats[event.row].generated_tokens, stats[event.row].seconds = len(event.tokens), now
             yield GenerationChunk(event.row, text, new, event.reason, stats[event.row])
-        elif isinstance(event, BlockEvent):
-            continue
 
 
 def collect(chunks: Iterator[GenerationChunk], n: int) -> list[GenerationResult]:

@@ -150,6 +150,20 @@ SCHEDULERS = {
 }
 
 
+# The names a user picks (GenerationConfig.scheduler, the CLI): the three rules, and LLaDA's quota with Dream's
+# confidences (random order, margin, entropy).
+SCHEDULER_NAMES = ("threshold", "low_confidence", "factor", "random", "margin", "entropy")
+
+
+def scheduler_by_name(name: str, *, threshold: float = 0.9, factor: float = 1.0,
+                      editing_threshold: float | None = None) -> UnmaskingScheduler:
+    """The scheduler a user option names, configured from the options that concern it."""
+    if name in ("random", "margin", "entropy"):
+        return make_scheduler("low_confidence", confidence=name, editing_threshold=editing_threshold)
+    extra = {"threshold": {"threshold": threshold}, "factor": {"factor": factor}}.get(name, {})
+    return make_scheduler(name, editing_threshold=editing_threshold, **extra)
+
+
 def make_scheduler(name: str, **config) -> UnmaskingScheduler:
     """A scheduler by name: low_confidence | threshold | factor (random order: low_confidence, confidence='random';
     Dream's margin / entropy: confidence='margin' | 'entropy')."""

@@ -1,4 +1,4 @@
-"""Image blocks: a diffusers text-to-image pipeline drawn between text blocks."""
+"""Images: a diffusers text-to-image pipeline drawn between paragraphs."""
 
 from blockgen.images.model import ImageModel, ImageSettings, defaults_for, load_image_model
 

@@ -1,6 +1,7 @@
 """What to draw: a prompt from the image slot, a short summary of the text around it, a style preset, and a registry
 of characters and places (from the entity table) so that recurring ones are described the same way every time.
-Also the image budget (placement), deterministic seeds, and safe file names."""
+Also deterministic seeds and safe file names. (Placing slots on an outline is the planners' job:
+`blockgen.planners.place_images`.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import hashlib
 import re
 
 from blockgen.errors import InvalidArgumentError
-from blockgen.planners.outline import ImageSlot, Outline
 
 STYLES = {
     "storybook": "storybook illustration, soft watercolor, warm light",
@@ -22,7 +22,7 @@ NEGATIVE = "blurry, low quality, distorted, deformed, text, watermark, signature
 
 def registry(entities, limit: int = 6, words: int = 14) -> dict[str, str]:
     """Name -> how it is described (the sentence that introduced it, cut to `words` words), most mentioned first."""
-    ranked = sorted(entities.entities.values(), key=lambda e: (-e.mentions, e.first_block, e.name))[:limit]
+    ranked = sorted(entities.entities.values(), key=lambda e: (-e.mentions, e.first_paragraph, e.name))[:limit]
     return {e.name: " ".join(e.fact.split()[:words]).rstrip(",;:") for e in ranked}
 
 
@@ -58,31 +58,3 @@ def image_filename(number: int, section: int, description: str) -> str:
     """A safe, deterministic file name (letters, digits, dashes; no path parts), e.g. 01-s02-the-storm.png."""
     slug = re.sub(r"[^a-z0-9]+", "-", description.lower()).strip("-")[:40].strip("-") or "image"
     return f"{number:02d}-s{section + 1:02d}-{slug}.png"
-
-
-def place_images(outline: Outline, images: int | None) -> Outline:
-    """The outline with exactly min(images, sections) image slots: its own slots first (in order), then slots added
-    to evenly spread sections without one (after their first paragraph). images=None keeps the outline's slots."""
-    if images is None:
-        return outline
-    n = len(outline.sections)
-    if not isinstance(images, int) or isinstance(images, bool) or not 0 <= images <= n:
-        raise InvalidArgumentError("images", images, f"must be an int in [0, {n}]: one image per section at most, "
-                                   f"and this outline has {n} sections")
-    have = [i for i, s in enumerate(outline.sections) if s.image is not None]
-    keep = set(have[:images])
-    free = [i for i in range(n) if i not in keep]
-    need = images - len(keep)
-    if need > 0:  # spread the new slots over the sections that have none
-        step = len(free) / need
-        keep |= {free[int(k * step + step / 2)] for k in range(need)}
-    sections = []
-    for i, s in enumerate(outline.sections):
-        if i not in keep:
-            sections.append(s.model_copy(update={"image": None}))
-        elif s.image is None:
-            slot = ImageSlot(after_paragraph=1, description=s.heading, placed=True)
-            sections.append(s.model_copy(update={"image": slot}))
-        else:
-            sections.append(s)
-    return outline.model_copy(update={"sections": sections})

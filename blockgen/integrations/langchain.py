@@ -22,15 +22,16 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Chat
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.outputs import GenerationChunk as LCGenerationChunk
 from langchain_core.runnables import RunnableConfig, RunnableLambda
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _LOADED: dict[tuple[str, str, str], tuple[Any, threading.Lock]] = {}
 _LOADING = threading.Lock()
 
-# options a call may pass through (LangChain's names on the left, GenerationConfig's on the right)
+# options a call may pass through (LangChain's names on the left, GenerationConfig's on the right; LangChain's own
+# `cache` is its response cache, so the KV cache mode is `kv_cache` here)
 _CALL_OPTIONS = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                  "seed": "seed", "block_size": "block_size", "steps": "steps", "scheduler": "scheduler",
-                 "threshold": "threshold", "repetition_penalty": "repetition_penalty", "cache": "cache"}
+                 "threshold": "threshold", "repetition_penalty": "repetition_penalty", "kv_cache": "cache"}
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool", "function": "tool"}
 
 
@@ -46,27 +47,43 @@ def loaded_model(name: str = "default", device: str = "auto", dtype: str = "auto
 
 
 class _Settings(BaseModel):
-    """Generation settings shared by the LLM and the chat model (LangChain's standard names first)."""
+    """Generation settings shared by the LLM and the chat model (LangChain's standard names first). Their values are
+    checked by GenerationConfig, where each is declared, when the model is made."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
 
     model: str = Field("default", description="'default', a checkpoint directory or a .gguf file")
     device: str = "auto"
     dtype: str = "auto"
-    temperature: float | None = Field(None, ge=0.0, le=10.0)
-    max_tokens: int | None = Field(256, ge=1, le=1_000_000)
+    temperature: float | None = None
+    max_tokens: int | None = 256
     stop: list[str] | None = None
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = None
+    top_k: int | None = None
     seed: int | None = None
     timeout: float | None = Field(None, description="accepted for the standard interface; local calls run to the end")
     max_retries: int = Field(2, ge=0, description="accepted for the standard interface; nothing to retry locally")
-    block_size: int | None = Field(None, ge=1, le=4096)
-    steps: int | None = Field(None, ge=1, le=4096)
-    scheduler: Literal["threshold", "low_confidence", "factor", "random", "margin", "entropy"] | None = None
-    threshold: float | None = Field(None, ge=0.0, le=1.0)
-    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    block_size: int | None = None
+    steps: int | None = None
+    scheduler: str | None = None
+    threshold: float | None = None
+    repetition_penalty: float | None = None
+    kv_cache: str | None = Field(None, description="blockgen's KV cache mode (LangChain's `cache` is its response "
+                                 "cache)")
     client: Any = Field(None, exclude=True, description="an already loaded blockgen model to use instead of `model`")
+
+    @model_validator(mode="after")
+    def _valid_options(self):
+        from blockgen.engine import GenerationConfig
+        from blockgen.errors import InvalidArgumentError
+
+        options = self._options(None, {})
+        try:
+            GenerationConfig.build(**options)
+        except InvalidArgumentError as exc:  # name the field as this class calls it
+            names = {v: k for k, v in _CALL_OPTIONS.items()}
+            raise InvalidArgumentError(names.get(exc.parameter, exc.parameter), exc.value, exc.reason) from None
+        return self
 
     def _lm(self):
         if self.client is not None:
@@ -202,9 +219,9 @@ def document_writer(model="default", *, out_root: str | Path = "blockgen-documen
     """A runnable that plans and writes a whole document.
 
     Input: a WriteDocument (or its dict). Output: the Markdown text, the Document, or a short summary (title, words,
-    sections, files) for agents. Progress goes to callbacks as custom events named "blockgen_progress" (plan, block,
-    section, done; with words so far and the target). `model` is a name/path or a loaded blockgen model.
-    `document_writer(...).as_tool(name=..., description=...)` turns it into an agent tool.
+    sections, files) for agents. Progress goes to callbacks as custom events named "blockgen_progress" (plan,
+    paragraph, image, section, done; with words so far and the target). `model` is a name/path or a loaded blockgen
+    model. `document_writer(...).as_tool(name=..., description=...)` turns it into an agent tool.
     """
     from blockgen.document.writer import WriterConfig
 

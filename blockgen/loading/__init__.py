@@ -1,4 +1,5 @@
-"""Checkpoint loaders: local Hugging Face directories (safetensors, sharded or not) and GGUF files."""
+"""Checkpoint loaders: local Hugging Face directories (safetensors, sharded or not) and GGUF files. Beside them:
+adapter directories (`blockgen.loading.adapter`) and the sentence embedder (`blockgen.loading.embedder`)."""
 
 from __future__ import annotations
 

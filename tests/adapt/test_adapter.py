@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import blockgen
-from blockgen.adapt import adapter as adapter_io
 from blockgen.errors import CheckpointNotFoundError, ConfigError, CorruptCheckpointError, TensorError
+from blockgen.loading import adapter as adapter_io
 
 
 @pytest.fixture(scope="module")

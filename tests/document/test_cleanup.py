@@ -1,19 +1,19 @@
-"""Block cleanup: markers, numbering, prompt echoes, junk and repeated sentences are dropped; new text is kept."""
+"""Paragraph cleanup: markers, numbering, prompt echoes, junk and repeated sentences are dropped; new text is kept."""
 
-from blockgen.document.cleanup import Novelty, clean_block
+from blockgen.document.cleanup import Novelty, clean_paragraph
 
 
 def test_markup_numbering_and_labels_are_removed():
     novelty = Novelty()
     text = "<<How Tides Work>> Tides rise twice a day.\n2. The Moon pulls the water.\nMain Findings: Coasts differ."
-    assert clean_block(text, novelty) == "Tides rise twice a day. The Moon pulls the water. Coasts differ."
-    assert clean_block("71 words - Harbours silt up slowly.", Novelty()) == "Harbours silt up slowly."
+    assert clean_paragraph(text, novelty) == "Tides rise twice a day. The Moon pulls the water. Coasts differ."
+    assert clean_paragraph("71 words - Harbours silt up slowly.", Novelty()) == "Harbours silt up slowly."
 
 
 def test_prompt_echoes_junk_and_counts_are_dropped():
     text = ("The text so far ends with: the sea. Summary of what was written so far: tides. "
             "9:10,8:12:13:16:18:22:39. 78 words. The next paragraph continues with tides. Spring tides are high.")
-    assert clean_block(text, Novelty()) == "Spring tides are high."
+    assert clean_paragraph(text, Novelty()) == "Spring tides are high."
 
 
 def test_repeats_and_near_repeats_are_dropped_and_new_sentences_remembered():
@@ -22,7 +22,7 @@ def test_repeats_and_near_repeats_are_dropped_and_new_sentences_remembered():
             "The Moon's gravity raises a bulge of water on the near side of our planet. "
             "Neap tides come when the Sun and Moon pull at right angles. "
             "Neap tides come when the Sun and Moon pull at right angles.")
-    assert clean_block(text, novelty) == "Neap tides come when the Sun and Moon pull at right angles."
+    assert clean_paragraph(text, novelty) == "Neap tides come when the Sun and Moon pull at right angles."
     assert novelty.is_repeat("Neap tides come when the Sun and Moon pull at right angles!")
     assert not novelty.is_repeat("Harbour pilots read tide tables every morning.")
     copy = novelty.copy()
@@ -32,4 +32,4 @@ def test_repeats_and_near_repeats_are_dropped_and_new_sentences_remembered():
 
 def test_repeats_only_keeps_the_model_text_as_written():
     text = "<<Tides>> 9:10,8:12. The sea. The sea."
-    assert clean_block(text, Novelty(), repeats_only=True) == "<<Tides>> 9:10,8:12. The sea."
+    assert clean_paragraph(text, Novelty(), repeats_only=True) == "<<Tides>> 9:10,8:12. The sea."

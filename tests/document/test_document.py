@@ -1,11 +1,11 @@
-"""Document state: atomic saves, resume checks, exports (Markdown, escaped HTML, JSON)."""
+"""Document state: atomic saves, resume checks, old (version-1) states, exports (Markdown, escaped HTML, JSON)."""
 
 import json
 import os
 
 import pytest
 
-from blockgen.document import Block, Document, ImageRecord, Request, export_all, to_html, to_markdown
+from blockgen.document import Document, ImageRecord, Paragraph, Request, export_all, to_html, to_markdown
 from blockgen.document import writable_directory
 from blockgen.errors import DocumentStateError, InvalidArgumentError
 from blockgen.planners import Outline
@@ -16,9 +16,10 @@ def _doc():
         {"heading": "Arrival", "words": 60, "image": {"after_paragraph": 1, "description": "a ship"}},
         {"heading": "Departure & after", "words": 40}])
     doc = Document.start(Request(kind="story", prompt="a harbour story", words=100, seed=7), outline)
-    doc.blocks.append(Block(section=0, text="First paragraph.\n\nSecond <script>alert(1)</script> paragraph.",
-                            words=5, tokens=12, forward_passes=4, seconds=0.5))
-    doc.blocks.append(Block(section=1, text="They left at dawn.", words=4, tokens=6, forward_passes=2, seconds=0.25))
+    doc.paragraphs.append(Paragraph(section=0, text="First paragraph.\n\nSecond <script>alert(1)</script> paragraph.",
+                                    words=5, tokens=12, forward_passes=4, seconds=0.5))
+    doc.paragraphs.append(Paragraph(section=1, text="They left at dawn.", words=4, tokens=6, forward_passes=2,
+                                    seconds=0.25))
     doc.images.append(ImageRecord(section=0, after_paragraph=1, path="images/s01-01.png", prompt="a ship",
                                   caption="A ship <b>docks</b>", seed=3, model="tiny-sd", seconds=1.0))
     return doc
@@ -33,11 +34,25 @@ def test_save_and_load_round_trip(tmp_path):
     assert stats["words"] == 9 and stats["tokens_per_forward"] == 3.0 and stats["tokens_per_second"] == 24.0
 
 
+def test_a_version_1_state_still_loads(tmp_path):
+    """Version 1 stored the paragraphs under "blocks"; such a state loads, and saves again as the current version."""
+    doc = _doc()
+    raw = json.loads(doc.model_dump_json())
+    raw["blocks"] = raw.pop("paragraphs")
+    raw["version"] = 1
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(raw))
+    old = Document.load(path, doc.request)
+    assert old == doc and [p.text for p in old.paragraphs] == [p.text for p in doc.paragraphs]
+    assert json.loads(old.save(path).read_text())["version"] == doc.version == 2
+    assert Document.load(path, doc.request) == doc
+
+
 def test_a_failed_save_keeps_the_previous_state(tmp_path, monkeypatch):
     doc = _doc()
     path = doc.save(tmp_path / "state.json")
     before = path.read_text()
-    doc.blocks.append(Block(section=1, text="More.", words=1, tokens=2, forward_passes=1, seconds=0.1))
+    doc.paragraphs.append(Paragraph(section=1, text="More.", words=1, tokens=2, forward_passes=1, seconds=0.1))
 
     def crash(*args):
         raise OSError("disk full")

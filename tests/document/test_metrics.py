@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from blockgen.document.metrics import distinct_n, length_score, plan_adherence, repeated_paragraphs
-from blockgen.planners import embed
+from blockgen.loading.embedder import embed
 
 
 def test_length_score_follows_longwriter():

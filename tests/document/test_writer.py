@@ -1,4 +1,5 @@
-"""The writer end to end: budgets reached, files written, state saved per block, resume equals an uninterrupted run."""
+"""The writer end to end: budgets reached, files written, state saved per paragraph, resume equals an uninterrupted
+run."""
 
 import json
 
@@ -32,38 +33,40 @@ def test_report_reaches_its_budgets_and_writes_files(tiny, tmp_path):
                                 **FAST)
     assert doc.status == "done" and len(doc.outline.sections) == 3
     for i, section in enumerate(doc.outline.sections):
-        assert doc.section_words(i) >= section.words * 0.9 or not doc.section_blocks(i)
+        assert doc.section_words(i) >= section.words * 0.9 or not doc.section_paragraphs(i)
     assert abs(doc.words - 150) <= 150 * 0.5
     for name in ("state.json", "document.md", "document.html", "document.json"):
         assert (tmp_path / name).is_file()
     assert Document.load(tmp_path / "state.json") == doc
     kinds = [e.kind for e in events]
-    assert kinds[0] == "plan" and kinds[-1] == "done" and kinds.count("block") == len(doc.blocks)
-    block_events = [e for e in events if e.kind == "block"]
-    assert all(e.context["prompt_tokens"] <= e.context["limit"] for e in block_events)
+    assert kinds[0] == "plan" and kinds[-1] == "done" and kinds.count("paragraph") == len(doc.paragraphs)
+    paragraph_events = [e for e in events if e.kind == "paragraph"]
+    assert all(e.context["prompt_tokens"] <= e.context["limit"] for e in paragraph_events)
 
 
 def test_interrupted_run_resumes_to_the_same_document(tiny, tmp_path):
     whole = blockgen.write_story("a lighthouse keeper", words=160, out=tmp_path / "whole", model=tiny, **FAST)
-    assert len(whole.blocks) >= 3
+    assert len(whole.paragraphs) >= 3
 
     class Stop(Exception):
         pass
 
     def interrupt(event):
-        if event.kind == "block" and event.words and len(Document.load(tmp_path / "cut" / "state.json").blocks) == 2:
+        if event.kind != "paragraph" or not event.words:
+            return
+        if len(Document.load(tmp_path / "cut" / "state.json").paragraphs) == 2:
             raise Stop
 
     with pytest.raises(Stop):
         blockgen.write_story("a lighthouse keeper", words=160, out=tmp_path / "cut", model=tiny, on_event=interrupt,
                              **FAST)
     saved = Document.load(tmp_path / "cut" / "state.json")
-    assert len(saved.blocks) == 2 and saved.status == "writing"
+    assert len(saved.paragraphs) == 2 and saved.status == "writing"
     resumed = blockgen.write_story("a lighthouse keeper", words=160, out=tmp_path / "cut", model=tiny, resume=True,
                                    **FAST)
-    assert resumed.model_dump(exclude={"blocks": {"__all__": {"seconds", "forward_passes"}}}) == whole.model_dump(
-        exclude={"blocks": {"__all__": {"seconds", "forward_passes"}}})
-    assert [b.text for b in resumed.blocks] == [b.text for b in whole.blocks]
+    assert resumed.model_dump(exclude={"paragraphs": {"__all__": {"seconds", "forward_passes"}}}) == whole.model_dump(
+        exclude={"paragraphs": {"__all__": {"seconds", "forward_passes"}}})
+    assert [p.text for p in resumed.paragraphs] == [p.text for p in whole.paragraphs]
     with pytest.raises(DocumentStateError, match="another request"):
         blockgen.write_story("a different keeper", words=160, out=tmp_path / "cut", model=tiny, resume=True, **FAST)
 
@@ -100,9 +103,9 @@ def test_ntk_factor_is_chosen_when_contexts_outgrow_the_trained_length(tiny, tmp
     events = []
     blockgen.write_report("tides", words=400, out=tmp_path, model=tiny, on_event=events.append,
                           **{**FAST, "paragraph_words": 80, "max_context": 4096, "window_tokens": 1500})
-    logs = [e.context for e in events if e.kind == "block"]
+    logs = [e.context for e in events if e.kind == "paragraph"]
     for log in logs:  # the extrapolation law's factor for every context past the trained 1,024 positions
-        expected = tiny.model.ntk_factor_for(log["total_tokens"]) if log["total_tokens"] > 1024 else 1.0
+        expected = tiny.ntk_factor_for(log["total_tokens"]) if log["total_tokens"] > 1024 else 1.0
         assert log["ntk_factor"] == expected
     assert any(log["ntk_factor"] > 1.0 for log in logs)
     assert tiny.model.ntk_factor == 1.0  # restored after each call
@@ -118,12 +121,28 @@ def test_default_model_writes_a_short_document(default_lm, tmp_path, kind, promp
     assert 0.5 * words <= doc.words <= 1.5 * words
     md = (tmp_path / "document.md").read_text()
     assert md.startswith("# ") and all(f"## {s.heading}" in md for s in doc.outline.sections)
-    sentences = [s for b in doc.blocks for s in b.text.split(". ")]
+    sentences = [s for p in doc.paragraphs for s in p.text.split(". ")]
     assert len(sentences) == len(set(sentences))  # no sentence written twice
 
 
 def test_abstractive_summaries_come_from_the_model(tiny, tmp_path):
     doc = blockgen.write_report("tides", words=60, out=tmp_path, model=tiny,
                                 **{**FAST, "summary_mode": "abstractive", "summary_tokens": 8})
-    assert doc.blocks and all(b.summary for b in doc.blocks)
-    assert any(b.summary not in b.text for b in doc.blocks)  # written by the model, not extracted from the block
+    assert doc.paragraphs and all(p.summary for p in doc.paragraphs)
+    assert any(p.summary not in p.text for p in doc.paragraphs)  # written by the model, not extracted from the text
+
+
+def test_writer_config_nests_the_generation_options():
+    from blockgen.document.writer import WriterConfig
+    from blockgen.engine import GenerationConfig
+
+    flat = WriterConfig.build(block_size=8, threshold=0.8, candidates=2)
+    nested = WriterConfig.build(generation={"block_size": 8, "threshold": 0.8}, candidates=2)
+    assert flat == nested and flat.generation.repetition_penalty == 1.15  # the writer's own default kept
+    assert WriterConfig.build(generation=GenerationConfig(temperature=0.7)).generation.temperature == 0.7
+    with pytest.raises(InvalidArgumentError) as info:
+        WriterConfig.build(threshold=2.0)
+    assert info.value.parameter == "threshold"
+    with pytest.raises(InvalidArgumentError) as info:
+        WriterConfig.build(max_new_tokens=10)  # the writer sizes each paragraph itself
+    assert info.value.parameter == "max_new_tokens"

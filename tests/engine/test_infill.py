@@ -54,3 +54,21 @@ def test_bad_skeletons(block_lm):
     with pytest.raises(InvalidArgumentError, match="prefix or text"):
         infill(block_lm, [Slot("x", 2)])
     assert infill(block_lm, ["only fixed text"]) == {}
+
+
+def test_fill_writes_every_mask_of_a_canvas_and_nothing_else(llada_lm, block_lm):
+    from blockgen.engine import DecodeSettings, ThresholdScheduler, fill
+
+    mask = llada_lm.family.mask_token_id
+    fixed = llada_lm.encode_text("Title: the tides\nA: ")
+    canvas = fixed[:3] + [mask] * 4 + fixed[3:] + [mask] * 5
+    settings = DecodeSettings(9, len(canvas), 9, cache="none")
+    out = fill(llada_lm.model, llada_lm.family, ThresholdScheduler(threshold=0.5), canvas, settings)
+    assert len(out) == len(canvas) and mask not in out
+    assert [t for t, c in zip(out, canvas) if c != mask] == [c for c in canvas if c != mask]  # fixed text untouched
+    assert fill(llada_lm.model, llada_lm.family, ThresholdScheduler(threshold=0.5), canvas, settings) == out
+    with pytest.raises(InvalidArgumentError) as info:  # a canvas is decoded in full every pass
+        fill(llada_lm.model, llada_lm.family, ThresholdScheduler(), canvas, DecodeSettings(9, len(canvas), 9))
+    assert info.value.parameter == "cache"
+    with pytest.raises(InvalidArgumentError, match="bidirectional"):  # causal models cannot see to their right
+        fill(block_lm.model, block_lm.family, ThresholdScheduler(), canvas, settings)

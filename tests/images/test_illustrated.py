@@ -1,4 +1,4 @@
-"""Images between text blocks: placement, prompts with the character registry, files, exports, captions fed back
+"""Images between paragraphs: placement, prompts with the character registry, files, exports, captions fed back
 into the context, reproducible seeds, resume, and the errors a user can meet."""
 
 import pytest
@@ -9,9 +9,9 @@ import blockgen
 from blockgen.document import Document
 from blockgen.errors import ImageModelError, InvalidArgumentError
 from blockgen.images import load_image_model
-from blockgen.images.prompts import caption_for, image_filename, image_prompt, place_images, registry
+from blockgen.images.prompts import caption_for, image_filename, image_prompt, registry
 from blockgen.memory import EntityTable
-from blockgen.planners import template_outline
+from blockgen.planners import place_images, template_outline
 
 FAST = dict(paragraph_words=40, block_size=4, threshold=0.5, window_tokens=64, retrieve=1, summary_tokens=24,
             cleanup="repeats", planner="template", image_steps=2, image_width=32, image_height=32)
@@ -66,13 +66,13 @@ def test_an_illustrated_story_end_to_end(tiny, sd_dir, tmp_path):
         assert record.path.startswith("images/") and record.seed and record.model == "tiny-sd" and record.seconds > 0
         heading = doc.outline.sections[record.section].heading
         assert record.prompt.startswith(heading)  # a placed slot: what to draw is its section and the text around it
-        assert record.caption and record.caption in " ".join(b.summary + " " + b.text for b in doc.blocks)
+        assert record.caption and record.caption in " ".join(p.summary + " " + p.text for p in doc.paragraphs)
     md = (tmp_path / "a" / "document.md").read_text()
     html = (tmp_path / "a" / "document.html").read_text()
     for record in doc.images:
         assert f"]({record.path})" in md and f'<img src="{record.path}"' in html and record.caption in html
     # captions enter the context of the paragraphs that follow
-    later = [e.context for e in events if e.kind == "block"][-1]
+    later = [e.context for e in events if e.kind == "paragraph"][-1]
     assert later["summaries"] > 0
     again = blockgen.write_story("a lighthouse keeper", words=160, out=tmp_path / "b", model=tiny, images=2,
                                  image_model=load_image_model(sd_dir), **FAST)
@@ -127,5 +127,5 @@ def test_illustrated_story_on_the_default_text_model(sd_dir, tmp_path):
     assert html.count("<figure>") == 2 and "<script>" not in html
     md = (tmp_path / "document.md").read_text()
     assert md.startswith("# ") and all(f"## {s.heading}" in md for s in doc.outline.sections)
-    sentences = [s for b in doc.blocks for s in b.text.split(". ")]
+    sentences = [s for p in doc.paragraphs for s in p.text.split(". ")]
     assert len(sentences) == len(set(sentences))  # no sentence written twice

@@ -70,11 +70,18 @@ def test_chat_model_templates_streams_and_reports_usage(tiny):
 
 
 def test_bad_parameters_are_validation_errors(tiny):
-    for bad in (dict(temperature=-1), dict(max_tokens=0), dict(scheduler="nope"), dict(top_p=1.5)):
-        with pytest.raises(ValidationError):
+    for bad in (dict(temperature=-1), dict(max_tokens=0), dict(scheduler="nope"), dict(top_p=1.5),
+                dict(kv_cache="sometimes")):
+        with pytest.raises(ValidationError, match=next(iter(bad))):  # named as this class names it
             ChatBlockgen(client=tiny, **bad)
         with pytest.raises(ValidationError):
             BlockgenLLM(client=tiny, **bad)
+
+
+def test_kv_cache_is_blockgens_and_cache_stays_langchains(tiny):
+    llm = BlockgenLLM(client=tiny, kv_cache="none", cache=False, **OPTIONS)  # LangChain's response cache off
+    assert llm._options(None, {}) == {"max_new_tokens": 16, "block_size": 4, "threshold": 0.5, "cache": "none"}
+    assert llm.invoke("The tide") == tiny.generate("The tide", max_new_tokens=16, block_size=4, threshold=0.5)
 
 
 def test_document_writer_runnable_and_tool(tiny, tmp_path):
@@ -84,7 +91,7 @@ def test_document_writer_runnable_and_tool(tiny, tmp_path):
     markdown = writer.invoke({"topic": "how tides work", "words": 80}, config={"callbacks": [recorder]})
     assert markdown.startswith("# How tides work") and (tmp_path / "how-tides-work" / "state.json").is_file()
     kinds = [data["kind"] for name, data in recorder.events if name == "blockgen_progress"]
-    assert kinds[0] == "plan" and kinds[-1] == "done" and "block" in kinds
+    assert kinds[0] == "plan" and kinds[-1] == "done" and "paragraph" in kinds
     tool = document_writer(tiny, out_root=tmp_path, output="summary", paragraph_words=40, block_size=4,
                            threshold=0.5, cleanup="repeats", planner="template").as_tool(
         name="write_long_document", description="Write a long report or story to files.")

@@ -2,21 +2,27 @@
 
 import pytest
 import torch
-from helpers import make_tokenizer
+from helpers import diffusion_checkpoint
 
+import blockgen
 from blockgen.errors import InvalidArgumentError
-from blockgen.memory import BlockMemory, EntityTable, extractive_summary, position_weights, split_sentences
-from blockgen.planners import embed
+from blockgen.loading.embedder import embed
+from blockgen.memory import EntityTable, ParagraphMemory, extractive_summary, position_weights, split_sentences
 
-BLOCK = (
+PARAGRAPH = (
     "The harbour town woke early. Fishing boats left before dawn. "
     "By noon the storm warnings had reached the coast. "
     "Mara decided to sail north to warn the fleet before the storm broke."
 )
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return blockgen.load(diffusion_checkpoint(tmp_path_factory.mktemp("memory") / "bd"))
+
+
 def test_split_sentences():
-    assert split_sentences(BLOCK) == [
+    assert split_sentences(PARAGRAPH) == [
         "The harbour town woke early.",
         "Fishing boats left before dawn.",
         "By noon the storm warnings had reached the coast.",
@@ -31,28 +37,26 @@ def test_position_weights_favour_later_sentences():
     assert position_weights(3, recency=0.0) == [1.0, 1.0, 1.0]
 
 
-def test_summary_keeps_the_budget_and_favours_the_end():
-    tokenizer = make_tokenizer()
-    summary = extractive_summary(BLOCK, tokenizer, budget=80)
+def test_summary_keeps_the_budget_and_favours_the_end(tiny):
+    summary = extractive_summary(PARAGRAPH, tiny, budget=80)
     assert len(summary.token_ids) <= 80
     assert 3 in summary.sentences  # the last sentence (where the text is going) is kept
     assert 0 not in summary.sentences  # the opening one is the first to go
     assert summary.text.endswith("before the storm broke.")
-    flat = extractive_summary(BLOCK, tokenizer, budget=80, recency=0.0)
+    flat = extractive_summary(PARAGRAPH, tiny, budget=80, recency=0.0)
     assert flat.sentences != summary.sentences or flat.sentences == [3]
 
 
-def test_summary_of_one_long_sentence_keeps_its_end():
-    tokenizer = make_tokenizer()
-    summary = extractive_summary("Mara decided to sail north to warn the fleet before the storm broke.", tokenizer,
+def test_summary_of_one_long_sentence_keeps_its_end(tiny):
+    summary = extractive_summary("Mara decided to sail north to warn the fleet before the storm broke.", tiny,
                                  budget=10)
     assert len(summary.token_ids) == 10 and summary.text.endswith("broke.")
     with pytest.raises(InvalidArgumentError, match="budget"):
-        extractive_summary(BLOCK, tokenizer, budget=0)
+        extractive_summary(PARAGRAPH, tiny, budget=0)
 
 
 def test_retrieval_by_cosine_similarity():
-    memory = BlockMemory()
+    memory = ParagraphMemory()
     texts = ["The recipe needs flour, butter and two eggs, baked for forty minutes.",
              "The lighthouse keeper climbed the stairs to light the lamp before the storm.",
              "Interest rates rose again, and the bank's quarterly report showed losses."]
@@ -70,26 +74,22 @@ def test_retrieval_by_cosine_similarity():
 
 def test_entity_table_records_first_mentions():
     table = EntityTable()
-    new = table.update(0, BLOCK + " She found Captain Oren Hale at the quay in Port Elly.")
+    new = table.update(0, PARAGRAPH + " She found Captain Oren Hale at the quay in Port Elly.")
     names = {e.name for e in new}
     assert {"Captain Oren Hale", "Port Elly"} <= names
     assert "The" not in table.entities and "By" not in table.entities
     assert "Mara" not in table.entities  # only seen at a sentence start so far
     table.update(1, "The wind rose. Mara and Oren Hale raised the sail. Mara held the tiller.")
     mara = table.entities["Mara"]
-    assert mara.first_block == 0 and mara.fact.startswith("Mara decided")
-    assert table.entities["Captain Oren Hale"].first_block == 0
+    assert mara.first_paragraph == 0 and mara.fact.startswith("Mara decided")
+    assert table.entities["Captain Oren Hale"].first_paragraph == 0
     rendered = table.render()
     assert rendered.splitlines()[0].startswith("- Mara:") and "Port Elly" in rendered
 
 
-def test_abstractive_summary_asks_the_model_within_budget(tmp_path):
-    from helpers import diffusion_checkpoint
-
-    import blockgen
+def test_abstractive_summary_asks_the_model_within_budget(tiny):
     from blockgen.memory import abstractive_summary
 
-    lm = blockgen.load(diffusion_checkpoint(tmp_path / "bd"))
-    summary = abstractive_summary(lm, BLOCK, budget=12, block_size=4, threshold=0.5)
+    summary = abstractive_summary(tiny, PARAGRAPH, budget=12, block_size=4, threshold=0.5)
     assert 0 < len(summary.token_ids) <= 12
-    assert summary.text == lm.decode(summary.token_ids).strip()
+    assert summary.text == tiny.decode(summary.token_ids).strip()

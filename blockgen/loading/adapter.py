@@ -8,6 +8,8 @@ Layout of an adapter directory:
   adapter-NNNNN.safetensors   LoRA A/B matrices (peft names) and "mask_embedding"; split in pieces under a size cap
 
 Loading merges the LoRA deltas into the base weights (peft's merge), so an adapted model runs at the base's speed.
+Reading, applying and writing live here, below the loaded model: `blockgen.load` applies adapters and
+`blockgen.adapt` writes them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from blockgen.errors import CheckpointNotFoundError, ConfigError, CorruptCheckpointError, TensorError
+from blockgen.loading import read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 MASK_EMBEDDING = "mask_embedding"
@@ -31,7 +34,7 @@ def is_adapter_dir(path: Path) -> bool:
 
 
 def add_lora(model: torch.nn.Module, rank: int, alpha: float, targets=LORA_TARGETS, dropout: float = 0.0):
-    """Inject LoRA layers (peft) into the decoder in place; only they require grad afterwards."""
+    """Inject LoRA layers (peft) into the decoder in place (and return it); only they require grad afterwards."""
     from peft import LoraConfig, inject_adapter_in_model
 
     model.requires_grad_(False)
@@ -45,7 +48,7 @@ def lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()}
 
 
-def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
+def merge_lora(model: torch.nn.Module) -> None:
     """Fold every LoRA layer into its base Linear and put the plain Linear back."""
     from peft.tuners.lora import LoraLayer
 
@@ -54,7 +57,6 @@ def merge_lora(model: torch.nn.Module) -> torch.nn.Module:
             module.merge()
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, module.get_base_layer())
-    return model
 
 
 def save_adapter(directory: Path, config: dict, tensors: dict[str, torch.Tensor], max_piece_bytes: int = 15 << 20) -> None:
@@ -84,8 +86,6 @@ def save_adapter(directory: Path, config: dict, tensors: dict[str, torch.Tensor]
 
 
 def read_adapter_config(directory: Path) -> dict:
-    from blockgen.loading import read_json_object
-
     path = directory / ADAPTER_CONFIG
     raw = read_json_object(path)
     for key, kind in (("base", str), ("lora_rank", int), ("lora_alpha", (int, float)), ("targets", list),

@@ -1,0 +1,61 @@
+"""GenerationConfig: every option of one generation, declared once.
+
+The CLI builds its flags from these fields, the writer nests them, DecodeSettings carries them into the decode loop,
+and infill takes them as keyword options. Defaults that depend on the checkpoint (the block size) are resolved here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import ConfigDict, Field
+
+from blockgen.engine.schedulers import SCHEDULER_NAMES, scheduler_by_name
+from blockgen.options import Options
+
+CACHE_MODES = ("auto", "exact", "prefix", "dual", "none")
+
+
+class GenerationConfig(Options):
+    """Options of one generation. None means: the checkpoint family's default (block size) or one step per token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_new_tokens: int = Field(128, ge=1, le=1_000_000)
+    block_size: int | None = Field(None, ge=1, le=4096, description="tokens per block (default: the checkpoint "
+                                   "family's)")
+    steps: int | None = Field(None, ge=1, le=4096, description="refinement steps per block (default: the block size)")
+    scheduler: Literal[SCHEDULER_NAMES] = Field("threshold", description="which masked positions a step commits")
+    threshold: float = Field(0.9, ge=0.0, le=1.0, description="confidence to commit at (threshold scheduler)")
+    factor: float = Field(1.0, gt=0.0, description="factor of the factor scheduler")
+    editing_threshold: float | None = Field(None, ge=0.0, le=1.0, description="replace committed tokens predicted "
+                                            "above this")
+    temperature: float = Field(0.0, ge=0.0)
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="CTRL's penalty on tokens already in the row")
+    penalty_scope: Literal["context", "generated"] = Field("context", description="tokens the penalty sees: the "
+                                                           "prompt and the generated text, or only the generated")
+    seed: int | None = None
+    cache: Literal[CACHE_MODES] = Field("auto", description="KV cache mode")
+    stop: tuple[str, ...] = Field((), description="stop strings")
+    ntk_factor: float | Literal["auto"] | None = Field(None, description="RoPE NTK factor, or 'auto' for the "
+                                                       "extrapolation law")
+
+    def block_for(self, family) -> int:
+        """The block size this generation decodes with: the option, else the checkpoint family's."""
+        return self.block_size or family.block_size
+
+    def decode_settings(self, family, device, stop_token_ids: tuple[int, ...] = ()):
+        """The decode loop's settings: block size and steps resolved, stop ids and the seeded generator attached."""
+        from blockgen.engine.decode import DecodeSettings
+
+        block = self.block_for(family)
+        generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
+        return DecodeSettings(**(self.model_dump() | {"block_size": block, "steps": self.steps or block}),
+                              stop_token_ids=stop_token_ids, generator=generator)
+
+    def make_scheduler(self):
+        return scheduler_by_name(self.scheduler, threshold=self.threshold, factor=self.factor,
+                                 editing_threshold=self.editing_threshold)
