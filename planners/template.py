@@ -10,19 +10,21 @@ from blockgen.errors import InvalidArgumentError
 from blockgen.planners.budget import allocate_words
 from blockgen.planners.outline import Outline
 
+# Goals that differ in what they ask for (what it is, its history, how it works, its effects, what to remember), so
+# each section has its own content and the outline latent tells the sections apart.
 _REPORT = [
-    ("Introduction", "Introduce {topic} and say why it matters.", 1.0),
-    ("Background", "Explain the background and key ideas behind {topic}.", 1.4),
-    ("Main findings", "Describe the most important facts and mechanisms of {topic}.", 1.8),
-    ("Analysis", "Weigh causes, consequences and open questions about {topic}.", 1.4),
-    ("Conclusion", "Sum up what the reader should remember about {topic}.", 0.8),
+    ("Introduction", "Introduce {topic} in plain words and say why it matters to everyday life.", 1.0),
+    ("Background", "The history of {topic}: who first studied it, in which century, and the early ideas.", 1.4),
+    ("Main findings", "The mechanisms and key facts of {topic}, explained step by step.", 1.8),
+    ("Analysis", "The effects of {topic} on people, nature and the economy, and the open questions.", 1.4),
+    ("Conclusion", "A short summing-up of {topic}: the main points to remember and what comes next.", 0.8),
 ]
 _STORY = [
-    ("Opening", "Introduce the setting and the main character of a story about {topic}.", 1.0),
-    ("Rising action", "A problem appears and grows.", 1.5),
-    ("Turning point", "A decision or discovery changes everything.", 1.2),
-    ("Climax", "The conflict comes to a head.", 1.2),
-    ("Resolution", "Show how things end and what has changed.", 0.8),
+    ("Opening", "An ordinary day: introduce the place and the hero of a story about {topic}.", 1.0),
+    ("Rising action", "Trouble begins: a problem appears, grows and worries everyone.", 1.5),
+    ("Turning point", "A discovery or a hard decision changes everything.", 1.2),
+    ("Climax", "The danger is at its worst; the hero acts, with everything at stake.", 1.2),
+    ("Resolution", "Calm returns: how things end, and what has changed.", 0.8),
 ]
 
 

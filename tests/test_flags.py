@@ -44,7 +44,7 @@ def test_lists_booleans_and_the_three_commands():
     assert set(write.option_names) == (set(WriterConfig.model_fields) - {"generation"}) | (
         set(GenerationConfig.model_fields) - set(PER_PARAGRAPH))
     config = WriterConfig.build(**given(write, write.option_names))
-    assert config.candidates == 2 and config.generation.threshold == 0.8 and config.generation.repetition_penalty == 1.15
+    assert config.candidates == 2 and config.generation.threshold == 0.8 and config.generation.temperature == 0.7
     generate = parser.parse_args(["generate", "hi", "--temperature", "0.5"])
     assert given(generate, generate.option_names) == {"temperature": 0.5}
     adapt = parser.parse_args(["adapt", "--out", "run", "--distill", "4", "--adapter-dtype", "bfloat16"])

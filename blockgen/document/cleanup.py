@@ -1,14 +1,18 @@
-"""What of a generated paragraph is kept: echoes of the prompt, markup, junk and repeated sentences are dropped.
+"""What of a generated paragraph is kept: echoes of the prompt, markup, junk, meta or assistant talk, headings, an
+unfinished last sentence and repeated sentences are dropped.
 
-Small models asked for a paragraph sometimes open with a made-up title in markers (`<<Tides>>`), number their
-sentences, quote the prompt's labels back, emit runs of digits, or say again what was already written (word for word
-or nearly). Each of these is cut here, sentence by sentence, before a paragraph is accepted.
+Small models asked for a paragraph sometimes open with a made-up title in markers (`<<Tides>>`) or a heading line,
+number their sentences, quote the prompt's labels back, talk to the user ("Sure! Here is...", "I hope this helps"),
+emit runs of digits, stop mid-sentence at the length limit, or say again what was already written (word for word or
+nearly). Each of these is cut here, sentence by sentence, before a paragraph is accepted; what is kept is joined into
+one paragraph.
 """
 
 from __future__ import annotations
 
 import re
 
+from blockgen.document.metrics import meta_phrases
 from blockgen.memory import split_sentences
 
 PROMPT_LABELS = (
@@ -27,13 +31,17 @@ PROMPT_LABELS = (
     "this paragraph",
     "say something new",
 )
-_MARKERS = re.compile(r"<<[^<>]*>>|<<|>>|\*\*|__|^#+\s*")
-# list numbering, "71 words -", and short labels such as "Main Findings:" at the start of a sentence
+_MARKERS = re.compile(r"<<[^<>]*>>|<<|>>|\*\*|__|^#+\s*|(?:(?<=\s)|^)[-*•]\s+[A-Z][A-Za-z]{0,12}(?: [A-Za-z][a-z]{0,12})?:(?=\s)")
+# bullets, list numbering, "71 words -", and short labels such as "Main findings:" at the start of a sentence
 _LEADER = re.compile(
-    r"^(?:(?:\d+(?:\.\d+)*[.):]\s*|\d+\s+words?\s*[-–—:]\s*|[A-Z][A-Za-z]{0,12}(?: [A-Z][a-z]{0,12})?:\s+)(?=\S))+"
+    r"^(?:(?:[-*•]\s+|\d+(?:\.\d+)*[.):]\s*|\d+\s+words?\s*[-–—:]\s*|[A-Z][A-Za-z]{0,12}(?: [A-Za-z][a-z]{0,12})?:\s+)"
+    r"(?=\S))+"
 )
 _COUNT = re.compile(r"^\(?(?:about\s+)?\d+\s+words?\)?[.:]?$", re.IGNORECASE)
+_FINISHED = re.compile(r"[.!?][\"'”’)\]]*$")
+HEADING_WORDS = 6  # a line this short without a sentence end is a heading or a label, not prose
 _GRAM = 4
+_PHRASE = 8  # a run of this many words already written makes a sentence a repeat, however it goes on
 
 
 def norm(sentence: str) -> str:
@@ -45,50 +53,68 @@ def _grams(key: str) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + _GRAM]) for i in range(len(words) - _GRAM + 1)}
 
 
+def _phrases(key: str) -> set[tuple[str, ...]]:
+    words = key.split()
+    return {tuple(words[i : i + _PHRASE]) for i in range(len(words) - _PHRASE + 1)}
+
+
 class Novelty:
-    """Sentences written so far, as exact keys and word 4-grams, to tell a repeat from a new sentence."""
+    """Sentences written so far, as exact keys, word 4-grams and 8-word phrases, to tell a repeat from a new
+    sentence."""
 
     def __init__(self, texts: list[str] = (), overlap: float = 0.5):
-        self.overlap, self.keys, self.grams = overlap, set(), set()
+        self.overlap, self.keys, self.grams, self.phrases = overlap, set(), set(), set()
         for text in texts:
             for sentence in split_sentences(text):
                 self.add(sentence)
 
     def copy(self) -> "Novelty":
         other = Novelty(overlap=self.overlap)
-        other.keys, other.grams = set(self.keys), set(self.grams)
+        other.keys, other.grams, other.phrases = set(self.keys), set(self.grams), set(self.phrases)
         return other
 
     def add(self, sentence: str) -> None:
         key = norm(sentence)
         self.keys.add(key)
         self.grams |= _grams(key)
+        self.phrases |= _phrases(key)
 
     def is_repeat(self, sentence: str) -> bool:
-        """Written before, word for word or with at least `overlap` of its 4-grams."""
+        """Written before: word for word, with at least `overlap` of its 4-grams, or sharing an 8-word phrase."""
         key = norm(sentence)
-        if key in self.keys:
+        if key in self.keys or _phrases(key) & self.phrases:
             return True
         grams = _grams(key)
         return bool(grams) and len(grams & self.grams) >= self.overlap * len(grams)
 
 
 def _junk(sentence: str) -> bool:
+    """Mostly not letters, no word at all, or a sentence that repeats itself ("they stood there, they stood there")."""
     visible = [ch for ch in sentence if not ch.isspace()]
     letters = sum(ch.isalpha() for ch in visible)
-    return letters < 0.6 * len(visible) or not re.search(r"[^\W\d_]{2,}", sentence)
+    if letters < 0.6 * len(visible) or not re.search(r"[^\W\d_]{2,}", sentence):
+        return True
+    words = norm(sentence).split()
+    grams = [tuple(words[i : i + _GRAM]) for i in range(len(words) - _GRAM + 1)]
+    return len(grams) >= 6 and len(set(grams)) < 0.75 * len(grams)
 
 
 def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) -> str:
     """The paragraph's new, clean sentences (those kept are added to `novelty`); repeats_only: drop repeated sentences
     and keep everything else as the model wrote it."""
     kept = []
-    for sentence in split_sentences(text):
+    sentences = split_sentences(text)
+    for n, sentence in enumerate(sentences):
         if not repeats_only:
             sentence = " ".join(_LEADER.sub("", _MARKERS.sub(" ", sentence)).split())
             low = sentence.lower()
             if _junk(sentence) or _COUNT.match(sentence) or any(label in low for label in PROMPT_LABELS):
                 continue
+            if meta_phrases(sentence):
+                continue
+            finished = bool(_FINISHED.search(sentence))
+            if not finished and (n == len(sentences) - 1 or len(sentence.split()) <= HEADING_WORDS):
+                continue  # cut off at the length limit, or a heading
         if not sentence:
             continue
         if novelty.is_repeat(sentence):

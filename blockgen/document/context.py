@@ -1,5 +1,18 @@
-"""Context assembly for one paragraph: instructions + outline (current section marked) + summary tokens of earlier
-paragraphs + retrieved passages + entities + an overlapping window of the latest text, within a token budget."""
+"""Context assembly for one paragraph: one plain chat request, in the form instruction-tuned models are tuned on,
+carrying the document's memory within a token budget.
+
+    You are writing a report titled "How tides work" (about 1500 words). Its sections: Introduction, Background, ...
+    What the report has said so far (do not repeat it):
+    - Introduction: <summary of the finished section>
+    - Background, so far: <summaries of this section's earlier paragraphs>
+    Characters and places so far: ...                     (stories)
+    A related earlier passage: ...                        (optional retrieval)
+    Write the next paragraph of the "Background" section: <goal> Focus on <beat>. Write one paragraph of about 130
+    words, ...
+
+The reply starts fresh (the model is not asked to continue a quoted text mid-sentence); an optional verbatim window
+of the latest text can open the reply instead (`window` tokens), and then those paragraphs are not summarized too.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +23,30 @@ from blockgen.errors import InvalidArgumentError
 
 @dataclass
 class ContextBudget:
-    """Token budgets of the parts; the total never exceeds `max_context` minus what will be generated."""
+    """Token budgets of the parts; the total never exceeds `context_tokens` minus what will be generated."""
 
-    max_context: int
-    window: int = 256  # the last tokens of the text so far, verbatim
-    summaries: int = 384  # summary tokens of earlier paragraphs, newest first
-    retrieved: int = 192  # earlier passages retrieved by the section's latent
+    context_tokens: int
+    memory: int = 384  # summaries of earlier sections and of this section's earlier paragraphs, newest kept
+    retrieved: int = 160  # earlier passages retrieved by the section's latent
     entities: int = 96
+    window: int = 0  # the last tokens of the text so far, verbatim, opening the reply
+
+
+@dataclass
+class Brief:
+    """What the next paragraph is asked to be."""
+
+    kind: str  # "report" | "story"
+    title: str
+    premise: str  # the request's topic or premise
+    words_total: int
+    headings: list[str]
+    heading: str
+    goal: str
+    part: int  # this paragraph's number within its section (1-based)
+    parts: int  # paragraphs planned for the section
+    words: int  # words asked for this paragraph
+    focus: str = ""  # a beat or angle for this paragraph
 
 
 @dataclass
@@ -36,14 +66,33 @@ def _fit(lm, text: str, budget: int, *, keep_end: bool = False) -> tuple[str, in
     return lm.decode(ids), len(ids)
 
 
+def _fit_lines(lm, lines: list[str], budget: int) -> tuple[list[str], int]:
+    """The newest lines that fit in `budget` tokens (memory drops its oldest lines first)."""
+    kept, used = [], 0
+    for line in reversed(lines):
+        n = len(lm.encode_text(line)) + 1
+        if used + n > budget:
+            break
+        kept.append(line)
+        used += n
+    return kept[::-1], used
+
+
+def instruction(brief: Brief, has_memory: bool) -> str:
+    which = f'the next paragraph of the "{brief.heading}" section' if brief.part > 1 else f'the "{brief.heading}" section'
+    goal = f" {brief.goal.strip()}" if brief.goal.strip() else ""
+    if goal and not goal.endswith((".", "!", "?")):
+        goal += "."
+    focus = f" Focus on {brief.focus.strip().rstrip('.')}." if brief.focus.strip() else ""
+    fresh = ", and say something not said before" if has_memory else ""
+    return f"Write {which}:{goal}{focus} Write one paragraph of about {brief.words} words, with no heading{fresh}."
+
+
 def assemble(
     lm,
+    brief: Brief,
     *,
-    kind: str,
-    outline_text: str,
-    heading: str,
-    instruction: str,
-    summaries: list[str],
+    memory: list[str],
     retrieved: list[str],
     entities: str,
     window_text: str,
@@ -52,50 +101,55 @@ def assemble(
 ) -> AssembledContext:
     """Token ids of the chat prompt for the next paragraph, and a log of the parts.
 
-    The instructions, outline, summaries, retrieved passages and entities form the request; the overlapping window
-    is not quoted in it but opens the reply, so the model continues the text itself (small models asked to continue
-    a quoted text tend to echo the quote's label instead).
-
-    `reserve` tokens are kept free for the paragraph itself. Parts shrink in this order when the whole does not fit:
-    retrieved passages, entities, the oldest summaries, the front of the window.
-    """
-    limit = budget.max_context - reserve
+    memory: lines such as "Introduction: <summary>", oldest first. `reserve` tokens are kept free for the paragraph
+    itself. Parts shrink in this order when the whole does not fit: retrieved passages, entities, the oldest memory
+    lines, the front of the window."""
+    limit = budget.context_tokens - reserve
     if limit <= 0:
-        raise InvalidArgumentError("max_context", budget.max_context, f"leaves no room for a context after reserving "
-                                   f"{reserve} tokens for the paragraph")
-    summary_text = " ".join(summaries)
+        raise InvalidArgumentError("context_tokens", budget.context_tokens, f"leaves no room for a context after "
+                                   f"reserving {reserve} tokens for the paragraph")
+    lines, _ = _fit_lines(lm, memory, budget.memory)
     parts = {
-        "summaries": _fit(lm, summary_text, budget.summaries, keep_end=True),
         "retrieved": _fit(lm, "\n".join(retrieved), budget.retrieved),
         "entities": _fit(lm, entities, budget.entities),
         "window": _fit(lm, window_text, budget.window, keep_end=True),
     }
 
     def render() -> list[int]:
-        sections = [f"You are writing a {kind}. Outline (the section being written is marked >>):\n{outline_text}"]
-        if parts["summaries"][0]:
-            sections.append(f"Summary of what was written so far:\n{parts['summaries'][0]}")
-        if parts["retrieved"][0]:
-            sections.append(f"Related earlier passages:\n{parts['retrieved'][0]}")
+        about = f" (about {brief.words_total} words)" if brief.words_total else ""
+        head = f'You are writing a {brief.kind} titled "{brief.title}"{about}.'
+        if brief.kind == "report" and len(brief.headings) > 1:  # (a story's parts, listed, get echoed as a list)
+            head += f" Its sections: {', '.join(brief.headings)}."
+        if brief.kind == "story" and brief.premise.strip().lower() != brief.title.strip().lower():
+            head += f" The story: {brief.premise.strip().rstrip('.')}."
+        blocks = [head]
+        if lines:
+            blocks.append(f"What the {brief.kind} has said so far (do not repeat it):\n"
+                          + "\n".join(f"- {line}" for line in lines))
         if parts["entities"][0]:
-            sections.append(f"Names and facts introduced so far:\n{parts['entities'][0]}")
-        sections.append(instruction)
-        ids = lm.encode("\n\n".join(sections), chat=lm.has_chat_template)
-        if parts["window"][0]:  # the reply opens with the latest text, so the model continues it in a new paragraph
-            opening = parts["window"][0].strip() + "\n\n"
-            ids = ids + lm.encode_text(opening)
+            blocks.append(f"Characters and places so far: {parts['entities'][0]}")
+        if parts["retrieved"][0]:
+            blocks.append(f"A related earlier passage: {parts['retrieved'][0]}")
+        blocks.append(instruction(brief, bool(lines)))
+        ids = lm.encode("\n\n".join(blocks), chat=lm.has_chat_template)
+        if parts["window"][0]:  # the reply opens with the latest text, so the model continues it
+            ids = ids + lm.encode_text(parts["window"][0].strip() + "\n\n")
         return ids
 
     ids = render()
-    for name in ("retrieved", "entities", "summaries", "window"):
-        while len(ids) > limit and parts[name][1] > 0:
-            excess = len(ids) - limit
-            text, n = parts[name]
-            parts[name] = _fit(lm, text, max(0, n - excess - 4), keep_end=name in ("summaries", "window"))
+    for name in ("retrieved", "entities", "memory", "window"):
+        while len(ids) > limit and (len(lines) if name == "memory" else parts[name][1]) > 0:
+            if name == "memory":
+                lines = lines[1:]
+            else:
+                excess = len(ids) - limit
+                text, n = parts[name]
+                parts[name] = _fit(lm, text, max(0, n - excess - 4), keep_end=name == "window")
             ids = render()
     if len(ids) > limit:
-        raise InvalidArgumentError("max_context", budget.max_context, f"the outline and instructions alone take "
-                                   f"{len(ids)} tokens; the limit is {limit}")
+        raise InvalidArgumentError("context_tokens", budget.context_tokens, f"the request alone takes {len(ids)} "
+                                   f"tokens; the limit is {limit}")
     log = {name: n for name, (_, n) in parts.items()}
-    log.update(prompt_tokens=len(ids), limit=limit, section=heading)
+    log.update(memory=len(lm.encode_text("\n".join(lines))) if lines else 0, memory_lines=len(lines),
+               prompt_tokens=len(ids), limit=limit, section=brief.heading, part=brief.part)
     return AssembledContext(ids, log)

@@ -1,12 +1,108 @@
-"""Document quality measures: LongWriter's length score, distinct-4, repeated paragraphs, plan adherence."""
+"""Document quality measures: LongWriter's length score, distinct-4, repeated paragraphs, plan adherence, and the
+fluency measures (judge perplexity, run-on sentences, fragments, meta or assistant phrases, repeated 8-grams)."""
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 
 import torch
 
 _WORDS = re.compile(r"[A-Za-z0-9'’-]+|[\u4e00-\u9fff]")
+_SENTENCE = re.compile(r"(?<=[.!?])[\"'”’)]*\s+")
+_TERMINAL = re.compile(r"[.!?][\"'”’)\]]*$")
+# What a document should never say: an assistant talking to the user, the text talking about itself or the prompt,
+# social-media debris. Each pattern is a phrase, matched case-insensitively at word boundaries.
+META_PATTERNS = (
+    r"sure[,!]", r"certainly[,!]", r"of course[,!]", r"here(?:'s| is| are) (?:a|an|the|my|your|some)\b",
+    r"i hope (?:this|that|you)", r"let me know", r"feel free", r"happy to help", r"i'd be (?:happy|glad)",
+    r"as an ai", r"i am an ai", r"helpful (?:ai|assistant)", r"you are a helpful", r"i'?m (?:so )?glad",
+    r"glad (?:you|to help)", r"thank you for", r"smollm", r"hugging ?face", r"you guys", r"keep up the",
+    r"great question", r"the author", r"already (?:explained|mentioned|discussed|covered|been said)",
+    r"the (?:report|story|text) (?:has|so far)", r"the story (?:begins|ends|takes a|continues)",
+    r"in this (?:section|paragraph|report|story|essay)", r"this (?:section|paragraph) (?:will|discusses|covers|is)",
+    r"the (?:text|passage|paragraph|section) (?:above|below|concludes)", r"the previous (?:section|paragraph)",
+    r"summary of (?:the|what)", r"using the text", r"word count", r"\(\d+ words\)", r"parts? \d+ (?:and \d+ )?of",
+    r"(?:the )?next paragraph", r"(?:this|the) (?:report|story) (?:will|explores|concludes)",
+    r"(?<!\w)#\w+", r"(?<!\w)@\w+",
+)
+_META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
+
+
+def words_of(text: str) -> list[str]:
+    return _WORDS.findall(text)
+
+
+def sentences_of(text: str) -> list[str]:
+    """Sentences: split after . ! ? (and closing quotes) and at line breaks."""
+    return [s.strip() for line in text.splitlines() for s in _SENTENCE.split(line.strip()) if s.strip()]
+
+
+def run_on_share(text: str, limit: int = 60) -> float:
+    """Share of sentences longer than `limit` words."""
+    sentences = sentences_of(text)
+    return sum(len(words_of(s)) > limit for s in sentences) / len(sentences) if sentences else 0.0
+
+
+def fragments(paragraphs: list[str], min_words: int = 8) -> int:
+    """Paragraphs that are fragments: fewer than `min_words` words, or ending without a sentence end."""
+    return sum(1 for p in paragraphs if p.strip() and (len(words_of(p)) < min_words or not _TERMINAL.search(p.strip())))
+
+
+def meta_phrases(text: str) -> list[str]:
+    """The meta or assistant phrases in a text (see META_PATTERNS)."""
+    return [m.group(0) for m in _META.finditer(text)]
+
+
+def meta_per_1k_words(text: str) -> float:
+    n = len(words_of(text))
+    return 1000.0 * len(meta_phrases(text)) / n if n else 0.0
+
+
+def repeated_ngrams(text: str, n: int = 8) -> float:
+    """Share of the word n-grams that already occurred earlier in the text (0: nothing said twice)."""
+    words = [w.lower() for w in words_of(text)]
+    seen, repeats, total = set(), 0, 0
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        total += 1
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / total if total else 0.0
+
+
+@torch.no_grad()
+def judge_perplexities(lm, texts: list[str]) -> list[float]:
+    """The model's perplexity of each text as plain text (no prompt): exp of the mean next-token loss; one forward
+    pass for all of them (right-padded: a causal judge never looks at the padding). NaN for a text under 2 tokens."""
+    rows = [lm.encode_text(t)[: lm.context_limit] for t in texts]
+    scored = [i for i, r in enumerate(rows) if len(r) >= 2]
+    out = [float("nan")] * len(rows)
+    if not scored:
+        return out
+    longest = max(len(rows[i]) for i in scored)
+    x = torch.zeros(len(scored), longest, dtype=torch.long)
+    valid = torch.zeros(len(scored), longest - 1, dtype=torch.bool)
+    for k, i in enumerate(scored):
+        x[k, : len(rows[i])] = torch.tensor(rows[i])
+        valid[k, : len(rows[i]) - 1] = True
+    x = x.to(lm.device)
+    logits = lm.model(x)[:, :-1].float()
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none").cpu()
+    for k, i in enumerate(scored):
+        out[i] = math.exp(float(loss[k][valid[k]].mean()))
+    return out
+
+
+def judge_perplexity(lm, text: str) -> float:
+    return judge_perplexities(lm, [text])[0]
+
+
+def median_judge_perplexity(lm, paragraphs: list[str]) -> float:
+    values = judge_perplexities(lm, [p for p in paragraphs if len(words_of(p)) >= 2])
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else float("nan")
 
 
 def length_score(output_words: int, required_words: int) -> float:
@@ -56,17 +152,30 @@ def plan_adherence(section_texts: list[str], section_latent: torch.Tensor, embed
     return sum(int(n == i) for (i, _), n in zip(written, nearest)) / len(written)
 
 
-def document_quality(doc, embedder=None) -> dict:
-    """All measures for a finished Document."""
-    from blockgen.document.writer import count_words
-
-    text = "\n\n".join(p.text for p in doc.paragraphs)
-    sections = [" ".join(p.text for p in doc.section_paragraphs(i)) for i in range(len(doc.outline.sections))]
+def quality(paragraphs: list[str], sections: list[str], section_latent, required_words: int, *, judge=None,
+            embedder=None) -> dict:
+    """All measures for a document given as its paragraphs and its per-section texts (the latter in outline order).
+    judge: a loaded model scoring perplexity (skipped when None)."""
+    text = "\n\n".join(paragraphs)
+    words = len(words_of(text))
     return {
-        "words": count_words(text),
-        "required": doc.request.words,
-        "length_score": length_score(count_words(text), doc.request.words),
+        "words": words,
+        "required": required_words,
+        "length_score": length_score(words, required_words),
+        "judge_ppl": median_judge_perplexity(judge, paragraphs) if judge is not None else None,
+        "run_on": run_on_share(text),
+        "fragments": fragments(paragraphs),
+        "meta_per_1k": meta_per_1k_words(text),
+        "repeated_8grams": repeated_ngrams(text, 8),
         "distinct_4": distinct_n(text, 4),
-        "repeated_paragraphs": repeated_paragraphs([p.text for p in doc.paragraphs], embedder),
-        "plan_adherence": plan_adherence(sections, torch.tensor(doc.outline.latent)[1:], embedder),
+        "repeated_paragraphs": repeated_paragraphs(paragraphs, embedder),
+        "plan_adherence": plan_adherence(sections, torch.as_tensor(section_latent), embedder),
     }
+
+
+def document_quality(doc, embedder=None, judge=None) -> dict:
+    """All measures for a finished Document."""
+    paragraphs = [p.text for p in doc.paragraphs]
+    sections = [" ".join(p.text for p in doc.section_paragraphs(i)) for i in range(len(doc.outline.sections))]
+    return quality(paragraphs, sections, torch.tensor(doc.outline.latent)[1:], doc.request.words, judge=judge,
+                   embedder=embedder)

@@ -1,11 +1,12 @@
 """The long-document writer: plan, then write paragraph by paragraph with bounded context; saved after every
 paragraph.
 
-For each paragraph: assemble the context (outline with the current section marked, summary tokens of earlier
-paragraphs, passages retrieved by the section's latent, entities, the last W tokens verbatim), decode with the
-block-diffusion engine, optionally draw k candidates and keep the one nearest its outline node and least like earlier
-paragraphs, then record the paragraph (summary, embedding, entities) and save the state atomically. A stopped run
-resumes from its state.
+Each paragraph is asked for the way instruction-tuned models are tuned (one plain chat request: the section, its goal,
+a focus for this paragraph, a length), with the document's memory in the request: a summary of every finished
+section and of this section's earlier paragraphs (later sentences weighted more), entities for stories. A few
+candidates are drawn in one batch and the one kept is nearest its outline node, least like earlier paragraphs, most
+fluent by the model's own judgment, and free of meta or assistant phrases. Each paragraph is cleaned, recorded
+(summary, embedding, entities) and saved atomically; a stopped run resumes from its state.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import torch
 from pydantic import ConfigDict, Field, field_validator
 
 from blockgen.document.cleanup import Novelty, clean_paragraph
-from blockgen.document.context import ContextBudget, assemble
+from blockgen.document.context import Brief, ContextBudget, assemble
+from blockgen.document.metrics import judge_perplexities, meta_phrases
 from blockgen.document.export import export_all
 from blockgen.document.state import Document, ImageRecord, Paragraph, Request, writable_directory
 from blockgen.engine.options import GenerationConfig
@@ -47,6 +49,13 @@ log = logging.getLogger("blockgen.writer")
 _WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u4e00-\u9fff]")
 STATE_FILE = "state.json"
 WINDOW_PARAGRAPHS = 3  # the overlapping window is cut (to window_tokens) from the text of the last paragraphs
+# The angle of each further paragraph of a section whose outline gives no beats (the first paragraph has none).
+FOCUS = {
+    "report": ("a concrete example", "one detail, looked at closely", "a comparison that makes it clearer",
+               "a surprising fact, with numbers where they help"),
+    "story": ("what the characters do and say", "the place, its sounds and its light",
+              "what the main character feels and decides", "an unexpected detail"),
+}
 
 
 def count_words(text: str) -> int:
@@ -54,9 +63,10 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-# How the writer decodes unless told otherwise: GenerationConfig's defaults, and a repetition penalty on each
-# paragraph's own tokens (small models loop without it). Per paragraph it sets the length, seed and NTK factor.
-WRITER_GENERATION = {"repetition_penalty": 1.15, "penalty_scope": "generated"}
+# How the writer decodes unless told otherwise (chosen with benchmarks/doc_quality.py): sampling as the plain
+# per-section baseline does; the candidates and cleanup take care of repeats. Per paragraph the writer sets the length,
+# seed and NTK factor.
+WRITER_GENERATION = {"temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.0, "penalty_scope": "generated"}
 PER_PARAGRAPH = ("max_new_tokens", "seed", "stop", "ntk_factor")
 
 
@@ -68,19 +78,26 @@ class WriterConfig(Options):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    paragraph_words: int = Field(120, ge=20, le=1000, description="target words per generated paragraph")
+    paragraph_words: int = Field(150, ge=20, le=1000, description="target words per generated paragraph")
     tokens_per_word: float = Field(1.6, gt=0.5, le=4.0, description="budget of new tokens per requested word")
     tolerance: float = Field(0.1, ge=0.0, lt=1.0, description="a section is done within this share of its budget")
-    candidates: int = Field(1, ge=1, le=8, description="candidates drawn per paragraph for latent steering")
-    novelty_weight: float = Field(1.0, ge=0.0, description="steering weight against similarity to earlier paragraphs")
+    candidates: int = Field(3, ge=1, le=8, description="candidates drawn per paragraph (in one batch) for latent "
+                            "steering")
+    novelty_weight: float = Field(0.5, ge=0.0, description="steering weight against similarity to earlier paragraphs")
+    fluency_weight: float = Field(0.3, ge=0.0, description="steering weight against the log of the model's own "
+                                  "perplexity of a candidate")
+    meta_weight: float = Field(1.0, ge=0.0, description="steering penalty per meta or assistant phrase")
     planner: Literal["auto", "model", "template"] = Field(
         "auto", description="who drafts the outline when none is given; auto: the model when it is a block-diffusion "
         "checkpoint (it has a mask token, so infill is native), else the template")
-    summary_tokens: int = Field(48, ge=8, le=256)
+    summary_tokens: int = Field(48, ge=8, le=256, description="summary of each paragraph")
+    section_summary_tokens: int = Field(40, ge=8, le=256, description="summary of each finished section")
+    memory_tokens: int = Field(384, ge=0, le=4096, description="budget of the summaries in a request")
     summary_mode: Literal["extractive", "abstractive"] = "extractive"
-    retrieve: int = Field(2, ge=0, le=10)
-    window_tokens: int = Field(256, ge=0, le=4096)
-    max_context: int | None = Field(None, ge=256, description="token limit of a context (default: the model's)")
+    retrieve: int = Field(0, ge=0, le=10, description="earlier passages retrieved by the section's latent")
+    window_tokens: int = Field(0, ge=0, le=4096, description="latest text verbatim, opening the reply (0: none)")
+    context_tokens: int | None = Field(None, ge=256, description="token budget of a context (default: the model's "
+                                       "trained length); above the trained length NTK scaling engages")
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(**WRITER_GENERATION),
                                          description="decoding options of every paragraph")
     cleanup: Literal["full", "repeats"] = Field("full", description="full: drop markup, numbering, prompt echoes, "
@@ -157,6 +174,7 @@ class Writer:
         self.lm, self.config, self.embedder = lm, config or WriterConfig(), embedder
         self.image_model = image_model
         self._last_context: dict = {}
+        self._section_summaries: dict[int, str] = {}
 
     @property
     def planner(self) -> str:
@@ -187,6 +205,7 @@ class Writer:
     ) -> Document:
         out = writable_directory(out_dir)
         state = out / STATE_FILE
+        self._section_summaries = {}
         if resume:
             doc = Document.load(state, request)
         else:
@@ -205,7 +224,7 @@ class Writer:
         latent = torch.tensor(doc.outline.latent)
         for i, section in enumerate(doc.outline.sections):
             self._draw_due(doc, i, out, entities, emit)
-            while doc.section_words(i) < section.words * (1 - self.config.tolerance):
+            while self._needs_more(doc, i):
                 paragraph = self._write_paragraph(doc, i, memory, entities, latent)
                 if paragraph is None:
                     break  # the model produced nothing usable: move on rather than loop
@@ -270,29 +289,80 @@ class Writer:
                 entities.update(n, p.text)
         return memory, entities
 
+    def _section_target(self, doc: Document, i: int) -> int:
+        """Section i's budget plus what earlier sections fell short of (or minus what they overshot), within half of
+        its budget either way: the document as a whole keeps to the requested length."""
+        section = doc.outline.sections[i]
+        behind = sum(s.words - doc.section_words(j) for j, s in enumerate(doc.outline.sections[:i]))
+        return max(section.words // 2, min(section.words + behind, section.words * 3 // 2))
+
+    def _planned_parts(self, doc: Document, i: int) -> int:
+        return max(1, round(self._section_target(doc, i) / self.config.paragraph_words))
+
+    def _needs_more(self, doc: Document, i: int) -> bool:
+        """Whether section i takes another paragraph: it is short of its target by more than the tolerance, and, once
+        its planned paragraphs are written, by at least 40% of a paragraph (at most two extra paragraphs)."""
+        target, written = self._section_target(doc, i), len(doc.section_paragraphs(i))
+        missing = target - doc.section_words(i)
+        if missing <= self.config.tolerance * target:
+            return False
+        planned = self._planned_parts(doc, i)
+        return written < planned or (missing >= 0.4 * self.config.paragraph_words and written < planned + 2)
+
+    def _brief(self, doc: Document, i: int) -> Brief:
+        """What paragraph comes next in section i: its part of the section, length and focus."""
+        cfg, section = self.config, doc.outline.sections[i]
+        written = len(doc.section_paragraphs(i))
+        remaining = self._section_target(doc, i) - doc.section_words(i)
+        parts = max(written + 1, self._planned_parts(doc, i))
+        words = max(20, min(round(remaining / (parts - written)), round(cfg.paragraph_words * 1.5)))
+        if section.beats:
+            focus = section.beats[written % len(section.beats)]
+        else:
+            angles = FOCUS[doc.request.kind]
+            focus = angles[written % len(angles)] if written else ""
+        return Brief(kind=doc.request.kind, title=doc.outline.title, premise=doc.request.prompt,
+                     words_total=doc.request.words, headings=[s.heading for s in doc.outline.sections],
+                     heading=section.heading, goal=section.goal, part=written + 1, parts=parts, words=words,
+                     focus=focus)
+
+    def _section_summary(self, doc: Document, j: int) -> str:
+        """A summary of finished section j (cached; later sentences weighted more)."""
+        if j not in self._section_summaries:
+            text = " ".join(p.text for p in doc.section_paragraphs(j))
+            self._section_summaries[j] = extractive_summary(text, self.lm, self.config.section_summary_tokens,
+                                                            embedder=self.embedder).text
+        return self._section_summaries[j]
+
+    def _memory(self, doc: Document, i: int, windowed: int) -> list[str]:
+        """Memory lines, oldest first: each finished section's summary, then this section's earlier paragraphs'
+        summaries; the last `windowed` paragraphs are left out (they are in the window verbatim)."""
+        upto = len(doc.paragraphs) - windowed
+        lines = []
+        for j, section in enumerate(doc.outline.sections[:i]):
+            if any(n < upto for n, p in enumerate(doc.paragraphs) if p.section == j):
+                lines.append(f"{section.heading}: {self._section_summary(doc, j)}")
+        here = [p.summary for n, p in enumerate(doc.paragraphs) if p.section == i and n < upto and p.summary]
+        if here:
+            lines.append(f"{doc.outline.sections[i].heading}, so far: {' '.join(here)}")
+        return lines
+
     def _write_paragraph(self, doc, i, memory, entities, latent) -> Paragraph | None:
-        cfg, lm, section = self.config, self.lm, doc.outline.sections[i]
-        gen = cfg.generation
-        remaining = section.words - doc.section_words(i)
-        target = max(20, min(cfg.paragraph_words, remaining))
-        max_new = math.ceil(target * cfg.tokens_per_word) + 8
+        cfg, lm, gen = self.config, self.lm, self.config.generation
+        brief = self._brief(doc, i)
+        keep_words = round(brief.words * 1.2)  # the model is asked for brief.words; a little more
+        max_new = math.ceil(keep_words * cfg.tokens_per_word) + 16  # is kept, and room for it to finish a sentence
         node = latent[i + 1]
-        beats = "; ".join(section.beats)
-        instruction = (f"Write the next paragraph of the section \"{section.heading}\""
-                       f"{': ' + section.goal if section.goal else ''}{' (' + beats + ')' if beats else ''}. "
-                       "Say something new.")
         trained = lm.context_limit
-        budget = ContextBudget(max_context=cfg.max_context or trained, window=cfg.window_tokens)
-        recent = doc.paragraphs[-WINDOW_PARAGRAPHS:]  # the window's source: retrieval looks only further back
-        window = "\n\n".join(p.text for p in recent)
+        budget = ContextBudget(context_tokens=cfg.context_tokens or trained, memory=cfg.memory_tokens,
+                               window=cfg.window_tokens)
+        recent = doc.paragraphs[-WINDOW_PARAGRAPHS:] if cfg.window_tokens else []
         retrieved = [item.text for item, _ in memory.retrieve(node, cfg.retrieve, exclude_last=len(recent))]
         context = assemble(
-            lm, kind=doc.request.kind, outline_text=doc.outline.render(current=i, budgets=False), heading=section.heading,
-            instruction=instruction, retrieved=retrieved,
-            summaries=[p.summary for p in doc.paragraphs[:-1]] + [f"(Image shown: {im.caption}.)"
+            lm, brief, memory=self._memory(doc, i, len(recent)) + [f"(Image shown: {im.caption}.)"
                                                                    for im in doc.images],
-            entities=entities.render() if doc.request.kind == "story" else "", window_text=window, budget=budget,
-            reserve=max_new + gen.block_for(lm.family),
+            retrieved=retrieved, entities=entities.render() if doc.request.kind == "story" else "",
+            window_text="\n\n".join(p.text for p in recent), budget=budget, reserve=max_new + gen.block_for(lm.family),
         )
         total = len(context.prompt_ids) + max_new + gen.block_for(lm.family)
         ntk = lm.ntk_factor_for(total) if total > trained else None
@@ -304,19 +374,15 @@ class Writer:
         written = Novelty([p.text for p in doc.paragraphs])
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()
-            results = []
-            for c in range(cfg.candidates):
-                # several candidates, or a retry after a paragraph with nothing new, need sampling to differ
-                sample = cfg.candidates > 1 or attempt > 0
-                temperature = max(gen.temperature, 0.8) if sample else gen.temperature
-                seed = _paragraph_seed(doc.request.seed, index, c + attempt * cfg.candidates)
-                results.append(lm.generate_results(context.prompt_ids, seed=seed,
-                                                   **{**options, "temperature": temperature})[0])
+            if (cfg.candidates > 1 or attempt > 0) and options["temperature"] == 0:
+                options["temperature"] = 0.7  # several candidates, or a retry, need sampling to differ
+            seed = _paragraph_seed(doc.request.seed, index, attempt)
+            results = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
             seconds = time.perf_counter() - start
             repeats_only = cfg.cleanup == "repeats"
-            texts = [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=repeats_only), remaining)
+            texts = [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=repeats_only), keep_words)
                      for r in results]
-            best = self._steer(texts, node, memory)
+            best = self._steer(texts, [r.text for r in results], i, latent, memory)
             if best is not None and count_words(texts[best]) > 0:
                 text, result = texts[best], results[best]
                 if cfg.summary_mode == "abstractive":
@@ -325,17 +391,31 @@ class Writer:
                 else:
                     summary = extractive_summary(text, lm, cfg.summary_tokens, embedder=self.embedder).text
                 return Paragraph(section=i, text=text, summary=summary, words=count_words(text),
-                                 tokens=len(result.tokens), seconds=seconds,
-                                 forward_passes=sum(r.stats.forward_passes for r in results))
+                                 tokens=len(result.tokens), seconds=time.perf_counter() - start,
+                                 forward_passes=result.stats.forward_passes)
+            log.info("paragraph %d: attempt %d gave nothing usable (%s)", index, attempt + 1, seconds)
         return None
 
-    def _steer(self, texts: list[str], node: torch.Tensor, memory: ParagraphMemory) -> int | None:
-        """Index of the candidate nearest its outline node and least like earlier paragraphs."""
+    def _steer(self, texts: list[str], raw: list[str], i: int, latent: torch.Tensor, memory: ParagraphMemory
+               ) -> int | None:
+        """Index of the best candidate (cleaned texts; raw: as the model wrote them): nearest its own outline node
+        rather than the other sections' nodes, least like earlier paragraphs, most fluent by the model's own judgment,
+        with the fewest meta or assistant phrases before cleanup; None when no candidate has words."""
+        cfg = self.config
         usable = [n for n, t in enumerate(texts) if count_words(t) > 0]
         if len(usable) <= 1:
             return usable[0] if usable else None
         vectors = embed([texts[n] for n in usable], self.embedder)
-        score = vectors @ torch.nn.functional.normalize(node.float(), dim=-1)
+        nodes = torch.nn.functional.normalize(latent[1:].float(), dim=-1)
+        similarity = vectors @ nodes.T  # (candidates, sections)
+        score = similarity[:, i]
+        if len(nodes) > 1:  # plus what makes it this section rather than the topic as a whole
+            score = score + score - torch.cat([similarity[:, :i], similarity[:, i + 1 :]], 1).max(-1).values
         if len(memory):
-            score = score - self.config.novelty_weight * (vectors @ memory.vectors().T).max(-1).values
+            score = score - cfg.novelty_weight * (vectors @ memory.vectors().T).max(-1).values
+        if cfg.fluency_weight:
+            ppl = torch.tensor(judge_perplexities(self.lm, [texts[n] for n in usable])).nan_to_num(1e4)
+            score = score - cfg.fluency_weight * ppl.log()
+        if cfg.meta_weight:
+            score = score - cfg.meta_weight * torch.tensor([float(len(meta_phrases(raw[n]))) for n in usable])
         return usable[int(score.argmax())]

@@ -34,3 +34,40 @@ def test_plan_adherence():
     assert plan_adherence(texts[::-1], nodes) == 0.0
     assert plan_adherence(["", texts[1]], nodes) == 1.0
     assert plan_adherence(["", ""], torch.zeros(2, 384)) == 0.0
+
+
+def test_fluency_measures():
+    from blockgen.document.metrics import fragments, meta_phrases, meta_per_1k_words, repeated_ngrams, run_on_share
+
+    long = " ".join(["word"] * 61) + "."
+    assert run_on_share(f"{long} A short one. Another short one.") == pytest.approx(1 / 3)
+    assert run_on_share("Short. Sentences. Only.") == 0.0
+    assert fragments(["This alignment", "In this", "A whole sentence with more than eight words in it.",
+                      "A long paragraph with many words that stops in the middle of a"]) == 3
+    text = ("Sure! Here is a paragraph about tides. Tides rise twice a day. I hope this helps, let me know. "
+            "#tides @SmolLM. This is a summary of what came before. As the previous section said, "
+            "the text concludes by saying so.")
+    found = [m.lower() for m in meta_phrases(text)]
+    assert {"sure!", "here is a", "i hope this", "let me know", "#tides", "@smollm", "summary of what",
+            "the previous section", "the text concludes"} <= set(found)
+    assert meta_phrases("Tides rise and fall twice a day as the Moon pulls the sea.") == []
+    assert meta_per_1k_words("Sure, tides rise.") == pytest.approx(1000 / 3)
+    eight = "one two three four five six seven eight"
+    assert repeated_ngrams(f"{eight} nine. {eight} ten.") == pytest.approx(1 / 11)  # 18 words, 11 8-grams
+    assert repeated_ngrams("a b c d e f g h i j") == 0.0
+
+
+def test_judge_perplexity_prefers_the_models_own_kind_of_text(tmp_path):
+    import blockgen
+    from blockgen.document.metrics import judge_perplexity, median_judge_perplexity
+    from helpers import save_checkpoint, tiny_hf_model
+
+    lm = blockgen.load(save_checkpoint(tiny_hf_model(), tmp_path / "m"), device="cpu")
+    text = "the the the the the"
+    x = torch.tensor([lm.encode_text(text)])
+    logits = lm.model(x)[0, :-1]
+    expected = torch.nn.functional.cross_entropy(logits.float(), x[0, 1:]).exp()
+    assert judge_perplexity(lm, text) == pytest.approx(float(expected), rel=1e-5)
+    assert median_judge_perplexity(lm, [text, "the he the", "x"]) == pytest.approx(
+        sorted([judge_perplexity(lm, text), judge_perplexity(lm, "the he the")])[0] / 2
+        + sorted([judge_perplexity(lm, text), judge_perplexity(lm, "the he the")])[1] / 2)

@@ -32,9 +32,8 @@ def test_report_reaches_its_budgets_and_writes_files(tiny, tmp_path):
     doc = blockgen.write_report("how tides work", words=150, out=tmp_path, model=tiny, on_event=events.append,
                                 **FAST)
     assert doc.status == "done" and len(doc.outline.sections) == 3
-    for i, section in enumerate(doc.outline.sections):
-        assert doc.section_words(i) >= section.words * 0.9 or not doc.section_paragraphs(i)
-    assert abs(doc.words - 150) <= 150 * 0.5
+    assert all(doc.section_paragraphs(i) for i in range(len(doc.outline.sections)))
+    assert 150 * 0.8 <= doc.words <= 150 * 1.5  # sections that fall short pass the rest on to the next ones
     for name in ("state.json", "document.md", "document.html", "document.json"):
         assert (tmp_path / name).is_file()
     assert Document.load(tmp_path / "state.json") == doc
@@ -102,7 +101,7 @@ def test_empty_topic_and_unwritable_output(tiny, tmp_path):
 def test_ntk_factor_is_chosen_when_contexts_outgrow_the_trained_length(tiny, tmp_path):
     events = []
     blockgen.write_report("tides", words=400, out=tmp_path, model=tiny, on_event=events.append,
-                          **{**FAST, "paragraph_words": 80, "max_context": 4096, "window_tokens": 1500})
+                          **{**FAST, "paragraph_words": 80, "context_tokens": 4096, "window_tokens": 1500})
     logs = [e.context for e in events if e.kind == "paragraph"]
     for log in logs:  # the extrapolation law's factor for every context past the trained 1,024 positions
         expected = tiny.ntk_factor_for(log["total_tokens"]) if log["total_tokens"] > 1024 else 1.0
@@ -132,13 +131,39 @@ def test_abstractive_summaries_come_from_the_model(tiny, tmp_path):
     assert any(p.summary not in p.text for p in doc.paragraphs)  # written by the model, not extracted from the text
 
 
+def test_sections_pass_what_they_miss_on_and_stop_at_their_planned_paragraphs(tiny):
+    from blockgen.document.state import Document, Paragraph, Request
+    from blockgen.document.writer import Writer, WriterConfig
+    from blockgen.planners import template_outline
+
+    writer = Writer(tiny, WriterConfig.build(paragraph_words=100, tolerance=0.1))
+    doc = Document.start(Request(kind="report", prompt="tides", words=600), template_outline("tides", 600, "report"))
+    budgets = [s.words for s in doc.outline.sections]
+    assert writer._section_target(doc, 0) == budgets[0] and writer._needs_more(doc, 0)
+    assert writer._planned_parts(doc, 0) == 1
+    short = budgets[0] - 30  # the first section's one paragraph ends 30 words short (less than 40% of a paragraph)
+    doc.paragraphs.append(Paragraph(section=0, text="x " * short, words=short, tokens=1, forward_passes=1, seconds=0.1))
+    assert not writer._needs_more(doc, 0)
+    target = budgets[1] + 30  # the next section makes up for it
+    assert writer._section_target(doc, 1) == target
+    parts = max(1, round(target / 100))
+    brief = writer._brief(doc, 1)
+    assert (brief.part, brief.parts, brief.words) == (1, parts, max(20, min(round(target / parts), 150)))
+    assert brief.focus == ""  # a section's first paragraph follows its goal alone
+    # a section never takes more than two paragraphs beyond its plan
+    for _ in range(parts + 2):
+        doc.paragraphs.append(Paragraph(section=1, text="y", words=1, tokens=1, forward_passes=1, seconds=0.1))
+    assert not writer._needs_more(doc, 1)
+    assert writer._brief(doc, 2).focus == ""
+
+
 def test_writer_config_nests_the_generation_options():
     from blockgen.document.writer import WriterConfig
     from blockgen.engine import GenerationConfig
 
     flat = WriterConfig.build(block_size=8, threshold=0.8, candidates=2)
     nested = WriterConfig.build(generation={"block_size": 8, "threshold": 0.8}, candidates=2)
-    assert flat == nested and flat.generation.repetition_penalty == 1.15  # the writer's own default kept
+    assert flat == nested and flat.generation.temperature == 0.7  # the writer's own default kept
     assert WriterConfig.build(generation=GenerationConfig(temperature=0.7)).generation.temperature == 0.7
     with pytest.raises(InvalidArgumentError) as info:
         WriterConfig.build(threshold=2.0)
