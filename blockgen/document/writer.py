@@ -93,6 +93,8 @@ class WriterConfig(Options):
     summary_tokens: int = Field(48, ge=8, le=256, description="summary of each paragraph")
     section_summary_tokens: int = Field(40, ge=8, le=256, description="summary of each finished section")
     memory_tokens: int = Field(384, ge=0, le=4096, description="budget of the summaries in a request")
+    memory_relevance: float = Field(0.25, ge=-1.0, le=1.0, description="summary sentences less similar than this to "
+                                    "the document's title node stay out of the memory (a drift is not passed on)")
     summary_mode: Literal["extractive", "abstractive"] = "extractive"
     retrieve: int = Field(0, ge=0, le=10, description="earlier passages retrieved by the section's latent")
     window_tokens: int = Field(0, ge=0, le=4096, description="latest text verbatim, opening the reply (0: none)")
@@ -175,6 +177,7 @@ class Writer:
         self.image_model = image_model
         self._last_context: dict = {}
         self._section_summaries: dict[int, str] = {}
+        self._relevance: dict[str, float] = {}  # sentence -> similarity to the title node
 
     @property
     def planner(self) -> str:
@@ -205,7 +208,7 @@ class Writer:
     ) -> Document:
         out = writable_directory(out_dir)
         state = out / STATE_FILE
-        self._section_summaries = {}
+        self._section_summaries, self._relevance = {}, {}
         if resume:
             doc = Document.load(state, request)
         else:
@@ -334,17 +337,33 @@ class Writer:
                                                             embedder=self.embedder).text
         return self._section_summaries[j]
 
+    def _relevant(self, doc: Document, text: str) -> str:
+        """The sentences of `text` that keep to the document's subject (similar enough to its title node): what
+        drifted off it is not handed on to later paragraphs."""
+        sentences = split_sentences(text)
+        if not sentences or self.config.memory_relevance <= -1.0:
+            return text
+        title = torch.nn.functional.normalize(torch.tensor(doc.outline.latent[0]).float(), dim=-1)
+        unknown = [s for s in sentences if s not in self._relevance]
+        if unknown:
+            for sentence, vector in zip(unknown, embed(unknown, self.embedder)):
+                self._relevance[sentence] = float(vector @ title)
+        return " ".join(s for s in sentences if self._relevance[s] >= self.config.memory_relevance)
+
     def _memory(self, doc: Document, i: int, windowed: int) -> list[str]:
         """Memory lines, oldest first: each finished section's summary, then this section's earlier paragraphs'
-        summaries; the last `windowed` paragraphs are left out (they are in the window verbatim)."""
+        summaries, each kept to the document's subject; the last `windowed` paragraphs are left out (they are in the
+        window verbatim)."""
         upto = len(doc.paragraphs) - windowed
         lines = []
         for j, section in enumerate(doc.outline.sections[:i]):
             if any(n < upto for n, p in enumerate(doc.paragraphs) if p.section == j):
-                lines.append(f"{section.heading}: {self._section_summary(doc, j)}")
-        here = [p.summary for n, p in enumerate(doc.paragraphs) if p.section == i and n < upto and p.summary]
-        if here:
-            lines.append(f"{doc.outline.sections[i].heading}, so far: {' '.join(here)}")
+                summary = self._relevant(doc, self._section_summary(doc, j))
+                lines.append(f"{section.heading}: {summary or '(written)'}")
+        here = [self._relevant(doc, p.summary) for n, p in enumerate(doc.paragraphs)
+                if p.section == i and n < upto and p.summary]
+        if any(here):
+            lines.append(f"{doc.outline.sections[i].heading}, so far: {' '.join(h for h in here if h)}")
         return lines
 
     def _write_paragraph(self, doc, i, memory, entities, latent) -> Paragraph | None:
@@ -398,9 +417,10 @@ class Writer:
 
     def _steer(self, texts: list[str], raw: list[str], i: int, latent: torch.Tensor, memory: ParagraphMemory
                ) -> int | None:
-        """Index of the best candidate (cleaned texts; raw: as the model wrote them): nearest its own outline node
-        rather than the other sections' nodes, least like earlier paragraphs, most fluent by the model's own judgment,
-        with the fewest meta or assistant phrases before cleanup; None when no candidate has words."""
+        """Index of the best candidate (cleaned texts; raw: as the model wrote them): on the document's subject (its
+        title node), nearest its own outline node rather than the other sections' nodes, least like earlier
+        paragraphs, most fluent by the model's own judgment, with the fewest meta or assistant phrases before cleanup;
+        None when no candidate has words."""
         cfg = self.config
         usable = [n for n, t in enumerate(texts) if count_words(t) > 0]
         if len(usable) <= 1:
@@ -408,9 +428,9 @@ class Writer:
         vectors = embed([texts[n] for n in usable], self.embedder)
         nodes = torch.nn.functional.normalize(latent[1:].float(), dim=-1)
         similarity = vectors @ nodes.T  # (candidates, sections)
-        score = similarity[:, i]
+        score = similarity[:, i] + vectors @ torch.nn.functional.normalize(latent[0].float(), dim=-1)  # + on subject
         if len(nodes) > 1:  # plus what makes it this section rather than the topic as a whole
-            score = score + score - torch.cat([similarity[:, :i], similarity[:, i + 1 :]], 1).max(-1).values
+            score = score + similarity[:, i] - torch.cat([similarity[:, :i], similarity[:, i + 1 :]], 1).max(-1).values
         if len(memory):
             score = score - cfg.novelty_weight * (vectors @ memory.vectors().T).max(-1).values
         if cfg.fluency_weight:
