@@ -24,7 +24,8 @@ META_PATTERNS = (
     r"in this (?:section|paragraph|report|story|essay)", r"this (?:section|paragraph) (?:will|discusses|covers|is)",
     r"the (?:text|passage|paragraph|section) (?:above|below|concludes)", r"the previous (?:section|paragraph)",
     r"summary of (?:the|what)", r"using the text", r"word count", r"\(\d+ words\)", r"parts? \d+ (?:and \d+ )?of",
-    r"(?:the )?next paragraph", r"(?:this|the) (?:report|story) (?:will|explores|concludes)",
+    r"(?:the )?next paragraph", r"(?:this|the) (?:report|story) (?:will|explores|concludes|is divided|ends|begins|presents|covers)",
+    r"(?:are|is) presented in", r"i don'?t understand",
     r"(?<!\w)#\w+", r"(?<!\w)@\w+",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)

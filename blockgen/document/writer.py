@@ -401,8 +401,9 @@ class Writer:
             repeats_only = cfg.cleanup == "repeats"
             texts = [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=repeats_only), keep_words)
                      for r in results]
-            best = self._steer(texts, [r.text for r in results], i, latent, memory)
-            if best is not None and count_words(texts[best]) > 0:
+            best = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words)
+            short = best is not None and count_words(texts[best]) < 0.3 * brief.words
+            if best is not None and count_words(texts[best]) > 0 and not (short and attempt + 1 < cfg.max_attempts):
                 text, result = texts[best], results[best]
                 if cfg.summary_mode == "abstractive":
                     summary = abstractive_summary(lm, text, cfg.summary_tokens, block_size=gen.block_size,
@@ -415,12 +416,12 @@ class Writer:
             log.info("paragraph %d: attempt %d gave nothing usable (%s)", index, attempt + 1, seconds)
         return None
 
-    def _steer(self, texts: list[str], raw: list[str], i: int, latent: torch.Tensor, memory: ParagraphMemory
-               ) -> int | None:
+    def _steer(self, texts: list[str], raw: list[str], i: int, latent: torch.Tensor, memory: ParagraphMemory,
+               asked: int) -> int | None:
         """Index of the best candidate (cleaned texts; raw: as the model wrote them): on the document's subject (its
         title node), nearest its own outline node rather than the other sections' nodes, least like earlier
-        paragraphs, most fluent by the model's own judgment, with the fewest meta or assistant phrases before cleanup;
-        None when no candidate has words."""
+        paragraphs, most fluent by the model's own judgment, with the fewest meta or assistant phrases before cleanup,
+        and close to the `asked` length; None when no candidate has words."""
         cfg = self.config
         usable = [n for n, t in enumerate(texts) if count_words(t) > 0]
         if len(usable) <= 1:
@@ -438,4 +439,6 @@ class Writer:
             score = score - cfg.fluency_weight * ppl.log()
         if cfg.meta_weight:
             score = score - cfg.meta_weight * torch.tensor([float(len(meta_phrases(raw[n]))) for n in usable])
+        # a candidate far shorter than asked is what is left of a bad draw after cleanup
+        score = score - torch.tensor([max(0.0, 1.0 - count_words(texts[n]) / asked) for n in usable])
         return usable[int(score.argmax())]
