@@ -25,7 +25,9 @@ META_PATTERNS = (
     r"the (?:text|passage|paragraph|section) (?:above|below|concludes)", r"the previous (?:section|paragraph)",
     r"summary of (?:the|what)", r"using the text", r"word count", r"\(\d+ words\)", r"parts? \d+ (?:and \d+ )?of",
     r"(?:the )?next paragraph", r"(?:this|the) (?:report|story) (?:will|explores|concludes|is divided|ends|begins|presents|covers)",
-    r"(?:are|is) presented in", r"i don'?t understand",
+    r"(?:are|is) presented in", r"i don'?t understand", r"if you'?d like", r"i can (?:do|help|rewrite|rephrase)",
+    r"(?:please )?go ahead and", r"share the next", r"rewritten", r"rephrase", r"looking forward to your",
+    r"your (?:next )?draft", r"minor (?:adjustments|tweaks|changes)", r"(?:revised|this) version",
     r"(?<!\w)#\w+", r"(?<!\w)@\w+",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)

@@ -51,6 +51,9 @@ def test_fluency_measures():
     assert {"sure!", "here is a", "i hope this", "let me know", "#tides", "@smollm", "summary of what",
             "the previous section", "the text concludes"} <= set(found)
     assert meta_phrases("Tides rise and fall twice a day as the Moon pulls the sea.") == []
+    assistant = ("In this rewritten version, I have made minor adjustments to grammar. If you'd like me to rephrase a "
+                 "sentence, I can do that. Please go ahead and share the next section.")
+    assert len(meta_phrases(assistant)) >= 4
     assert meta_per_1k_words("Sure, tides rise.") == pytest.approx(1000 / 3)
     eight = "one two three four five six seven eight"
     assert repeated_ngrams(f"{eight} nine. {eight} ten.") == pytest.approx(1 / 11)  # 18 words, 11 8-grams
