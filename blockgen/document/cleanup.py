@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from blockgen.document.metrics import meta_phrases
+from blockgen.document.metrics import ends_a_sentence, meta_phrases
 from blockgen.memory import split_sentences
 
 PROMPT_LABELS = (
@@ -38,7 +38,6 @@ _LEADER = re.compile(
     r"(?=\S))+"
 )
 _COUNT = re.compile(r"^\(?(?:about\s+)?\d+\s+words?\)?[.:]?$", re.IGNORECASE)
-_FINISHED = re.compile(r"[.!?][\"'”’)\]]*$")
 HEADING_WORDS = 6  # a line this short without a sentence end is a heading or a label, not prose
 _GRAM = 4
 _PHRASE = 8  # a run of this many words already written makes a sentence a repeat, however it goes on
@@ -112,8 +111,7 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) 
                 continue
             if meta_phrases(sentence):
                 continue
-            finished = bool(_FINISHED.search(sentence))
-            if not finished and (n == len(sentences) - 1 or len(sentence.split()) <= HEADING_WORDS):
+            if not ends_a_sentence(sentence) and (n == len(sentences) - 1 or len(sentence.split()) <= HEADING_WORDS):
                 continue  # cut off at the length limit, or a heading
         if not sentence:
             continue

@@ -48,9 +48,14 @@ def run_on_share(text: str, limit: int = 60) -> float:
     return sum(len(words_of(s)) > limit for s in sentences) / len(sentences) if sentences else 0.0
 
 
+def ends_a_sentence(text: str) -> bool:
+    """Whether the text ends with . ! or ? (closing quotes or brackets may follow)."""
+    return bool(_TERMINAL.search(text.strip()))
+
+
 def fragments(paragraphs: list[str], min_words: int = 8) -> int:
     """Paragraphs that are fragments: fewer than `min_words` words, or ending without a sentence end."""
-    return sum(1 for p in paragraphs if p.strip() and (len(words_of(p)) < min_words or not _TERMINAL.search(p.strip())))
+    return sum(1 for p in paragraphs if p.strip() and (len(words_of(p)) < min_words or not ends_a_sentence(p)))
 
 
 def meta_phrases(text: str) -> list[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from blockgen.document.cleanup import Novelty, clean_paragraph
 from blockgen.document.context import Brief, ContextBudget, assemble
-from blockgen.document.metrics import judge_perplexities, meta_phrases
+from blockgen.document.metrics import judge_perplexities, meta_phrases, words_of
 from blockgen.document.export import export_all
 from blockgen.document.state import Document, ImageRecord, Paragraph, Request, writable_directory
 from blockgen.engine.options import GenerationConfig
@@ -46,7 +45,6 @@ from blockgen.options import Options
 from blockgen.planners import Outline, draft_outline, load_outline, place_images, template_outline, with_latent
 
 log = logging.getLogger("blockgen.writer")
-_WORD = re.compile(r"[A-Za-z0-9'’-]+|[\u4e00-\u9fff]")
 STATE_FILE = "state.json"
 WINDOW_PARAGRAPHS = 3  # the overlapping window is cut (to window_tokens) from the text of the last paragraphs
 # The angle of each further paragraph of a section whose outline gives no beats (the first paragraph has none).
@@ -60,7 +58,7 @@ FOCUS = {
 
 def count_words(text: str) -> int:
     """English words plus CJK characters (as LongWriter counts length)."""
-    return len(_WORD.findall(text))
+    return len(words_of(text))
 
 
 # How the writer decodes unless told otherwise (chosen with benchmarks/doc_quality.py): sampling as the plain
