@@ -45,6 +45,7 @@ def render_card(base: str, family: dict, record: dict) -> str:
         f"- mask-embedding noise: {settings.get('mask_noise')} x the embeddings' std, decaying over the first "
         f"{settings.get('mask_noise_fraction')} of the steps",
         f"- final loss (mean of the last 20 steps): {loss:.4f}" if loss is not None else "- final loss: n/a",
+        *_earlier(record.get("started_from") or []),
         "",
         "## Metrics",
         "",
@@ -55,6 +56,16 @@ def render_card(base: str, family: dict, record: dict) -> str:
     else:
         lines.append("Not measured yet: `python benchmarks/default_model.py --model <this directory> --record`.")
     return "\n".join(lines) + "\n"
+
+
+def _earlier(runs: list[dict]) -> list[str]:
+    """The runs this one trained on from (init_from), oldest first, and the totals."""
+    if not runs:
+        return []
+    lines = ["- started from an earlier adapter; its runs, oldest first:"]
+    lines += [f"  - {r.get('steps')} steps, {r.get('tokens_seen', 0):,} tokens, {_duration(r.get('train_seconds'))} "
+              f"on {r.get('hardware', 'n/a')}" for r in runs]
+    return lines
 
 
 def _duration(seconds) -> str:

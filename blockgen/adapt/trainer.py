@@ -68,6 +68,8 @@ class AdaptConfig(Options):
     mask_noise_fraction: float = Field(0.1, ge=0.0, le=1.0, description="noise decays to 0 over this fraction")
     adapter_dtype: Literal["float32", "bfloat16"] = Field("float32", description="LoRA weights as saved (bfloat16 "
                                                                     "halves the adapter's size)")
+    init_from: str | None = Field(None, description="an adapter directory (LoRA of the same rank and mask token) "
+                                  "whose weights and mask embedding start this run, e.g. to go on training it")
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     device: str = "auto"
@@ -355,6 +357,37 @@ def _export(run: _Run, config: AdaptConfig, trainee: Trainee, lm, mask: tuple[st
     (run.out / "config.json").write_text(json.dumps(raw, indent=2))
 
 
+def _start_from(trainee: Trainee, directory: Path, config: AdaptConfig, mask: tuple[str, int]) -> list[dict]:
+    """Load an earlier adapter's LoRA weights and mask embedding into a fresh trainee (init_from); returns the
+    training records of the runs behind it, oldest first."""
+    from peft import set_peft_model_state_dict
+
+    if not adapter_io.is_adapter_dir(directory):
+        raise InvalidArgumentError("init_from", str(directory), "is not an adapter directory (no adapter_config.json)")
+    if config.lora_rank is None:
+        raise InvalidArgumentError("init_from", str(directory), "starts a LoRA run; this run fine-tunes fully "
+                                   "(lora_rank=None)")
+    raw = adapter_io.read_adapter_config(directory)
+    for key, want, got in (("lora_rank", config.lora_rank, raw["lora_rank"]),
+                           ("lora_alpha", config.lora_alpha or 2 * config.lora_rank, raw["lora_alpha"]),
+                           ("mask token id", mask[1], raw["blockgen"]["mask_token_id"])):
+        if want != got:
+            raise InvalidArgumentError("init_from", str(directory), f"has {key} {got!r}, this run {want!r}")
+    tensors = adapter_io.read_adapter_tensors(directory, raw)
+    mask_row = tensors.pop(adapter_io.MASK_EMBEDDING, None)
+    expected = adapter_io.lora_state(trainee.decoder)
+    if mask_row is None or set(tensors) != set(expected) or any(
+            tensors[k].shape != expected[k].shape for k in expected):
+        raise InvalidArgumentError("init_from", str(directory), "holds other tensors than this run's LoRA layers")
+    device = trainee.mask_embedding.device
+    set_peft_model_state_dict(trainee.decoder, {k: v.to(device=device, dtype=torch.float32) for k, v in tensors.items()})
+    with torch.no_grad():
+        trainee.mask_embedding.copy_(mask_row.to(device=device, dtype=torch.float32))
+    earlier = raw.get("training") or {}
+    keep = ("steps", "tokens_seen", "train_seconds", "hardware", "loss")
+    return [*earlier.get("started_from", []), {k: earlier.get(k) for k in keep}]
+
+
 def adapt(
     config: AdaptConfig,
     out: str | Path,
@@ -405,6 +438,8 @@ def adapt(
     state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0}
     if resume and run.checkpoint.is_dir():
         state = _load_checkpoint(run.checkpoint, trainee, optimizer)
+    elif config.init_from:
+        state["started_from"] = _start_from(trainee, Path(config.init_from).expanduser(), config, mask)
     model, optimizer = accelerator.prepare(trainee, optimizer)
     embed_std = float(decoder.model.embed_tokens.weight.detach().float().std())
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
@@ -422,14 +457,16 @@ def adapt(
                 "hardware": hardware, "train_seconds": state["seconds"],
                 "loss": _recent_loss(state["losses"]), "examples": len(examples),
                 "data": {"files": config.data, "distilled_prompts": config.distill},
-                "settings": config.model_dump(exclude={"data"}), "metrics": {}}
+                "settings": config.model_dump(exclude={"data"}), "metrics": {},
+                "started_from": state.get("started_from", [])}
 
     def checkpoint() -> None:
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(model)
             exported = record()
             _save_checkpoint(run.checkpoint, unwrapped, optimizer,
-                             {k: state[k] for k in ("step", "tokens_seen", "losses", "seconds")})
+                             {k: state[k] for k in ("step", "tokens_seen", "losses", "seconds", "started_from")
+                              if k in state})
             _export(run, config, unwrapped, lm, mask, exported)
             if on_checkpoint is not None:
                 on_checkpoint(run.out)

@@ -53,9 +53,14 @@ class SelfAttention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.keys_values(layer, k, v, write)  # (B, Hkv, S + T, D)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
-        )  # (B, H, T, D)
+        grouped = self.num_kv_heads != self.num_heads
+        if grouped and mask is not None and q.is_cuda:
+            # CUDA's fused kernels that take a mask do not take grouped heads (SDPA would fall back to the math
+            # kernel, O(T^2) memory): give them one key/value head per query head, as enable_gqa means.
+            k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            grouped = False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=grouped)  # (B, H, T, D)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
 
 

@@ -95,7 +95,7 @@ def prepare(args) -> dict:
         gguf = default_gguf_path()
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
-    for old in [*dest.glob("piece-*"), dest / "wheels"]:  # an earlier lease's distill.jsonl.xz stays, to be reused
+    for old in [*dest.glob("piece-*"), dest / "wheels"]:  # an earlier lease's data and adapter stay, to be reused
         if old.is_dir():
             shutil.rmtree(old)
         elif old.exists():
@@ -106,6 +106,9 @@ def prepare(args) -> dict:
     room = RUN_LIMIT - _tree_bytes(ROOT) - MIB
     if args.max_piece_bytes:
         room = min(room, args.max_piece_bytes)
+    extras = [dest / "distill.jsonl.xz", dest / "adapter"]  # an earlier lease's data and adapter ride with the job
+    extra_bytes = sum(f.stat().st_size for e in extras if e.exists() for f in ([e] if e.is_file() else e.rglob("*"))
+                      if f.is_file())
     first_room = room - wheel_bytes
     if first_room < 1024:
         raise PlaybookError(f"the working tree and wheels leave no room for a piece ({first_room} bytes)")
@@ -113,7 +116,9 @@ def prepare(args) -> dict:
     pieces, offset = [], 0
     with gguf.open("rb") as f:
         while offset < size:
-            take = min(first_room if not pieces else room, size - offset)
+            take = min(first_room if not pieces else room - extra_bytes, size - offset)
+            if take < 1024:
+                raise PlaybookError(f"the carried data and adapter ({extra_bytes:,} bytes) leave no room for a piece")
             name = f"piece-{len(pieces) + 1}"
             data = f.read(take)
             (dest / name).write_bytes(data)
@@ -129,8 +134,8 @@ def prepare(args) -> dict:
         if i == 0 and wheels:
             carry.insert(1, f"{rel}/wheels")
         last = i == len(pieces) - 1
-        if last and (dest / "distill.jsonl.xz").exists():
-            carry.append(f"{rel}/distill.jsonl.xz")
+        if last:
+            carry += [f"{rel}/{e.name}" for e in extras if e.exists()]
         command = "python3 scripts/gpu/playbook.py " + ("job" if last else "receive")
         calls.append({"command": command, "carry": carry, "timeout_s": 590 if last else 120})
     lines = ["# Device calls, in this order, each the moment the one before returns (the machine stays warm 30 s)", ""]
@@ -160,7 +165,13 @@ def land(args) -> None:
         shutil.rmtree(target)
     shutil.copytree(adapter, target)
     print(f"adapter -> {target}")
-    data, carried = returned / "distill.jsonl.xz", Path(args.carried)
+    carried = Path(args.carried)
+    carried.mkdir(parents=True, exist_ok=True)
+    if (carried / "adapter").exists():
+        shutil.rmtree(carried / "adapter")
+    shutil.copytree(adapter, carried / "adapter")
+    print(f"adapter -> {carried / 'adapter'} (the next prepare carries it: the next lease trains on from it)")
+    data = returned / "distill.jsonl.xz"
     if data.is_file():
         carried.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data, carried / data.name)
@@ -187,8 +198,27 @@ class Store:
         self.home = root / "home"  # BLOCKGEN_HOME: the converted checkpoint
         self.work = root / "work"
 
+    def source(self) -> Path:
+        """The package laid out as installed, from the source tree: pyproject maps some of its subpackages to
+        top-level folders (planners/, memory/), which a plain PYTHONPATH at the tree would not find."""
+        import tomllib
+
+        mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"].get("package-dir", {})
+        package = self.root / "src" / "blockgen"
+        if package.exists():
+            shutil.rmtree(package)  # symlinks only: the tree itself is untouched
+        package.mkdir(parents=True)
+        for entry in (ROOT / "blockgen").iterdir():
+            (package / entry.name).symlink_to(entry)
+        for name, folder in mapped.items():
+            head, _, child = name.partition(".")
+            if head == "blockgen" and child and "." not in child and not (package / child).exists():
+                (package / child).symlink_to(ROOT / folder)
+        return package.parent
+
     def env(self) -> dict:
-        path = os.pathsep.join([str(ROOT), str(self.site)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+        path = os.pathsep.join([str(self.source()), str(self.site), str(ROOT)]
+                               + [p for p in [os.environ.get("PYTHONPATH")] if p])
         return dict(os.environ, PYTHONPATH=path, BLOCKGEN_HOME=str(self.home), PYTHONUNBUFFERED="1")
 
 
@@ -390,6 +420,16 @@ def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log:
     options = dict(base="default", data=[str(data)], batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                    lora_rank=args.lora_rank, block_sizes=args.block_sizes, adapter_dtype="bfloat16", seed=args.seed,
                    checkpoint_every=args.checkpoint_every, device=args.device, warmup_steps=args.warmup_steps)
+    start = Path(args.init_adapter) if args.init_adapter else Path(args.carried) / "adapter"
+    if (start / "adapter_config.json").is_file():
+        # an earlier lease's adapter: train on from it at the target block size (its curriculum and the mask
+        # embedding's early noise are behind it)
+        options.update(init_from=str(start), block_sizes=args.block_sizes[-1:], mask_noise=0.0)
+        before = json.loads((start / "adapter_config.json").read_text()).get("training", {})
+        log(f"train: starting from the carried adapter ({before.get('steps', '?')} steps, "
+            f"{before.get('tokens_seen', 0):,} tokens before)")
+    elif args.init_adapter:
+        raise PlaybookError(f"--init-adapter {start} holds no adapter_config.json")
     calibrate = args.calibration_steps
     adapt(AdaptConfig.build(steps=args.max_steps, **options), run_dir, stop_after=calibrate, on_progress=on_progress)
     per_step = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else (times[-1] - times[0])
@@ -442,7 +482,7 @@ def job(args, store: Store) -> int:
     log(f"assembled {gguf} ({manifest['bytes']:,} bytes, sha256 ok)")
     log(_versions(store))
     os.environ.update(store.env())
-    sys.path[:0] = [str(ROOT), str(store.site)]
+    sys.path[:0] = [str(store.source()), str(store.site), str(ROOT)]
     store.work.mkdir(parents=True, exist_ok=True)
     data = distill_stage(args, store, out, deadline - args.train_seconds_min - args.bench_seconds, log)
     run_dir = adapt_stage(args, data, store, out, deadline - args.bench_seconds, log)
@@ -492,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--warmup-steps", type=int, default=20)
             p.add_argument("--checkpoint-every", type=int, default=100)
             p.add_argument("--calibration-steps", type=int, default=8)
+            p.add_argument("--init-adapter", help="train on from this adapter (default: the carried adapter/, if any)")
             p.add_argument("--max-steps", type=int, default=100_000)
     args = parser.parse_args(argv)
     try:

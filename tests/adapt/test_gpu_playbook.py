@@ -103,12 +103,29 @@ def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
     assert landed.returncode == 0, landed.stderr
     assert (tmp_path / "landed" / "adapter_config.json").is_file() and (tmp_path / "logs" / "benchmark.json").is_file()
     assert (tmp_path / "next" / "distill.jsonl.xz").read_bytes() == (out / "distill.jsonl.xz").read_bytes()
+    assert (tmp_path / "next" / "adapter" / "adapter_config.json").is_file()
 
-    # the next lease carries the distilled data back instead of distilling again
+    # the next lease carries the distilled data back instead of distilling again, and trains on from the adapter
     (second / "distill.jsonl.xz").write_bytes((out / "distill.jsonl.xz").read_bytes())
+    shutil.copytree(tmp_path / "next" / "adapter", second / "adapter")
     again = _playbook("job", "--carried", second, "--store", store, "--out", tmp_path / "out2", *TINY_JOB)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"reusing the carried dataset ({len(examples):,} examples)" in again.stdout
+    assert "starting from the carried adapter (12 steps" in again.stdout
+    config = json.loads((tmp_path / "out2" / "adapter" / "adapter_config.json").read_text())
+    assert config["training"]["started_from"][0]["steps"] == 12 and config["training"]["metrics"]
+    assert config["training"]["settings"]["block_sizes"] == [2]  # the curriculum is behind it
+
+    # the machine runs from the source tree, not an install: the package is laid out as pyproject maps it
+    assert (store / "src" / "blockgen" / "planners").resolve() == ROOT / "planners"
+    assert (store / "src" / "blockgen" / "memory").resolve() == ROOT / "memory"
+    packages = next(p for p in sys.path if p.endswith("site-packages"))
+    # -S: no .pth files, so no editable install's finder; only what the machine's PYTHONPATH gives
+    code = "import blockgen.document, blockgen.planners.outline, blockgen.memory"
+    for path, ok in ((store / "src", True), (ROOT, False)):
+        done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                              env={"PYTHONPATH": os.pathsep.join([str(path), str(ROOT), packages])})
+        assert (done.returncode == 0) == ok, done.stderr[-2000:]
 
 
 def test_job_stops_at_once_when_the_first_piece_is_gone(prepared, tmp_path):

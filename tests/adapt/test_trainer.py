@@ -83,6 +83,26 @@ def test_resume_continues_the_same_run(base, alphabet, tmp_path):
     assert config["training"]["steps"] == 6 and config["lora_rank"] == 4
 
 
+def test_a_run_trains_on_from_an_earlier_adapter(base, alphabet, tmp_path):
+    first = adapt(_lora_config(base, alphabet, steps=4), tmp_path / "first")
+    earlier = load_file(tmp_path / "first" / "training" / "checkpoint" / "trainable.safetensors")
+    # the smallest lr: the new run's weights start where the earlier adapter ended, not from LoRA's init
+    adapt(_lora_config(base, alphabet, steps=1, lr=1e-12, init_from=str(tmp_path / "first"), block_sizes=[4],
+                       mask_noise=0.0), tmp_path / "second")
+    now = load_file(tmp_path / "second" / "training" / "checkpoint" / "trainable.safetensors")
+    assert now.keys() == earlier.keys()
+    for name in now:  # the adapter travels in float32 here, so the start is exact up to the tiny step
+        torch.testing.assert_close(now[name], earlier[name], atol=1e-6, rtol=1e-5)
+    config = json.loads((tmp_path / "second" / "adapter_config.json").read_text())
+    assert config["training"]["started_from"][0]["steps"] == 4
+    assert config["training"]["started_from"][0]["tokens_seen"] == first.tokens_seen
+    assert "started from an earlier adapter" in (tmp_path / "second" / "MODEL_CARD.md").read_text()
+    with pytest.raises(InvalidArgumentError, match="init_from.*lora_rank 4, this run 8"):
+        adapt(_lora_config(base, alphabet, steps=1, lora_rank=8, init_from=str(tmp_path / "first")), tmp_path / "x")
+    with pytest.raises(InvalidArgumentError, match="init_from.*not an adapter directory"):
+        adapt(_lora_config(base, alphabet, steps=1, init_from=str(tmp_path / "nothing")), tmp_path / "y")
+
+
 def test_runs_refuse_to_clobber_or_drift(base, alphabet, tmp_path):
     adapt(_lora_config(base, alphabet, steps=2), tmp_path / "run")
     with pytest.raises(InvalidArgumentError, match="resume"):
