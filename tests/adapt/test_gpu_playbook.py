@@ -96,10 +96,19 @@ def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
     assert examples and all(e["prompt"] and len(e["completion"]) >= 8 for e in examples)
     log = (out / "playbook.log").read_text()
     assert "sha256 ok" in log and "distill:" in log and "train:" in log
+    assert "profile of 3 training steps" in log and "self_cpu_time_total" in log  # for the next lease's tuning
 
     # back here: the adapter lands as the packaged default (here a scratch target), the data waits for the next lease
+    env = dict(PYTHONPATH=str(store / "site"), BLOCKGEN_HOME=str(store / "home"))
+    from blockgen.runtime import PACKAGED_ADAPTER
+
+    before = PACKAGED_ADAPTER.exists()
+    kept = _playbook("land", out, "--carried", tmp_path / "kept", "--state-branch", "", **env)
+    assert kept.returncode == 0, kept.stderr
+    assert "not installed as the packaged default: it missed tokens/forward" in kept.stdout  # a tiny model's gates
+    assert PACKAGED_ADAPTER.exists() == before and (tmp_path / "kept" / "adapter" / "adapter_config.json").is_file()
     landed = _playbook("land", out, "--target", tmp_path / "landed", "--logs", tmp_path / "logs",
-                       "--carried", tmp_path / "next", PYTHONPATH=str(store / "site"), BLOCKGEN_HOME=str(store / "home"))
+                       "--carried", tmp_path / "next", "--state-branch", "", **env)
     assert landed.returncode == 0, landed.stderr
     assert (tmp_path / "landed" / "adapter_config.json").is_file() and (tmp_path / "logs" / "benchmark.json").is_file()
     assert (tmp_path / "next" / "distill.jsonl.xz").read_bytes() == (out / "distill.jsonl.xz").read_bytes()
@@ -126,6 +135,46 @@ def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
         done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path,
                               env={"PYTHONPATH": os.pathsep.join([str(path), str(ROOT), packages])})
         assert (done.returncode == 0) == ok, done.stderr[-2000:]
+
+
+def test_the_state_branch_keeps_the_adapter_for_a_later_session(tmp_path):
+    """land commits the adapter and data onto a branch that shares no tree with main; prepare on a fresh clone
+    brings them back."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("playbook", PLAYBOOK)
+    playbook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(playbook)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    (repo / "README.md").write_text("main's tree\n")
+    subprocess.run(["git", "-C", str(repo), "add", "README.md"], check=True)
+    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "m"],
+                   check=True)
+    carried = tmp_path / "carried"
+    (carried / "adapter").mkdir(parents=True)
+    (carried / "adapter" / "adapter_config.json").write_text('{"x": 1}')
+    (carried / "adapter" / "adapter-00001-of-00001.safetensors").write_bytes(bytes(range(256)) * 40)
+    (carried / "distill.jsonl.xz").write_bytes(b"\xfd7zXZ data")
+    (carried / "piece-1").write_bytes(b"not kept")
+    first = playbook.save_state(carried, repo, "gpu-state", "lease 1")
+    (carried / "adapter" / "adapter_config.json").write_text('{"x": 2}')
+    second = playbook.save_state(carried, repo, "gpu-state", "lease 2")
+    log = subprocess.run(["git", "-C", str(repo), "log", "--format=%H %s", "gpu-state"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert log == [f"{second} lease 2", f"{first} lease 1"]
+    status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True).stdout
+    assert status == "" and (repo / "README.md").read_text() == "main's tree\n"  # main untouched
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    fresh = tmp_path / "fresh"
+    names = playbook.restore_state(fresh, clone, "gpu-state")
+    assert sorted(names) == ["adapter/adapter-00001-of-00001.safetensors", "adapter/adapter_config.json",
+                             "distill.jsonl.xz"]
+    for name in names:
+        assert (fresh / name).read_bytes() == (carried / name).read_bytes()
+    assert playbook.restore_state(fresh, clone, "gpu-state") == []  # what is there already stays
 
 
 def test_job_stops_at_once_when_the_first_piece_is_gone(prepared, tmp_path):
