@@ -13,14 +13,14 @@ from blockgen.planners.outline import Outline
 # Goals that differ in what they ask for (what it is, its history, how it works, its effects, what to remember), so
 # each section has its own content and the outline latent tells the sections apart.
 _REPORT = [
-    ("Introduction", "Introduce {topic} in plain words and say why it matters to everyday life.", 1.0),
+    ("Introduction", "What {topic} is, defined in plain words, with one everyday example of it.", 1.0),
     ("Background", "The history of {topic}: who first studied it, in which century, and the early ideas.", 1.4),
-    ("Main findings", "The mechanisms and key facts of {topic}, explained step by step.", 1.8),
+    ("Main findings", "How {topic} works: the causes and mechanisms, explained step by step.", 1.8),
     ("Analysis", "The effects of {topic} on people, nature and the economy, and the open questions.", 1.4),
     ("Conclusion", "A short summing-up of {topic}: the main points to remember and what comes next.", 0.8),
 ]
-_STORY = [
-    ("Opening", "An ordinary day: introduce the place and the hero of a story about {topic}.", 1.0),
+_STORY = [  # no goal names the story's topic (the title does): a node that did would stand nearest every scene
+    ("Opening", "An ordinary day: introduce the place, the hero and the hero's daily life.", 1.0),
     ("Rising action", "Trouble begins: a problem appears, grows and worries everyone.", 1.5),
     ("Turning point", "A discovery or a hard decision changes everything.", 1.2),
     ("Climax", "The danger is at its worst; the hero acts, with everything at stake.", 1.2),

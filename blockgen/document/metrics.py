@@ -149,13 +149,14 @@ def repeated_paragraphs(paragraphs: list[str], embedder=None, threshold: float =
 
 
 def plan_adherence(section_texts: list[str], section_latent: torch.Tensor, embedder=None) -> float:
-    """Share of written sections whose embedding is nearest their own outline node."""
-    from blockgen.loading.embedder import embed
+    """Share of written sections whose embedding (of the whole section, not only the part the sentence encoder
+    reads at once) is nearest their own outline node."""
+    from blockgen.loading.embedder import embed_long
 
     written = [(i, t) for i, t in enumerate(section_texts) if t.strip()]
     if not written:
         return 0.0
-    vectors = embed([t for _, t in written], embedder)
+    vectors = embed_long([t for _, t in written], embedder)
     nearest = (vectors @ torch.nn.functional.normalize(section_latent.float(), dim=-1).T).argmax(-1).tolist()
     return sum(int(n == i) for (i, _), n in zip(written, nearest)) / len(written)
 

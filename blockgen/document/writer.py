@@ -39,7 +39,7 @@ from blockgen.images.prompts import (
     image_seed,
     registry,
 )
-from blockgen.loading.embedder import embed
+from blockgen.loading.embedder import embed, embed_long
 from blockgen.memory import EntityTable, ParagraphMemory, abstractive_summary, extractive_summary, split_sentences
 from blockgen.options import Options
 from blockgen.planners import Outline, draft_outline, load_outline, place_images, template_outline, with_latent
@@ -85,6 +85,8 @@ class WriterConfig(Options):
     fluency_weight: float = Field(0.3, ge=0.0, description="steering weight against the log of the model's own "
                                   "perplexity of a candidate")
     meta_weight: float = Field(1.0, ge=0.0, description="steering penalty per meta or assistant phrase")
+    plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
+                              "nearer another section's outline node than its own (off plan)")
     planner: Literal["auto", "model", "template"] = Field(
         "auto", description="who drafts the outline when none is given; auto: the model when it is a block-diffusion "
         "checkpoint (it has a mask token, so infill is native), else the template")
@@ -389,17 +391,26 @@ class Writer:
         options = gen.model_dump(exclude=set(PER_PARAGRAPH)) | {"max_new_tokens": max_new, "ntk_factor": ntk}
         index = len(doc.paragraphs)
         written = Novelty([p.text for p in doc.paragraphs])
+        section_so_far = "\n\n".join(p.text for p in doc.paragraphs if p.section == i)
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()
             if (cfg.candidates > 1 or attempt > 0) and options["temperature"] == 0:
                 options["temperature"] = 0.7  # several candidates, or a retry, need sampling to differ
-            seed = _paragraph_seed(doc.request.seed, index, attempt)
-            results = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
+            results, texts, best, on_plan = [], [], None, False
+            for draw in range(1 + cfg.plan_redraws):  # candidates off plan: draw more, keep the best of all
+                if draw and (on_plan or best is None):
+                    break
+                seed = _paragraph_seed(doc.request.seed, index, attempt + draw * cfg.max_attempts)
+                batch = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
+                results += batch
+                texts += [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=cfg.cleanup == "repeats"),
+                                         keep_words) for r in batch]
+                best, on_plan = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words,
+                                            section_so_far)
+                if draw:
+                    log.info("paragraph %d: redraw %d for the plan, %s", index, draw,
+                             "now on plan" if on_plan else "still off plan")
             seconds = time.perf_counter() - start
-            repeats_only = cfg.cleanup == "repeats"
-            texts = [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=repeats_only), keep_words)
-                     for r in results]
-            best = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words)
             short = best is not None and count_words(texts[best]) < 0.3 * brief.words
             if best is not None and count_words(texts[best]) > 0 and not (short and attempt + 1 < cfg.max_attempts):
                 text, result = texts[best], results[best]
@@ -415,18 +426,25 @@ class Writer:
         return None
 
     def _steer(self, texts: list[str], raw: list[str], i: int, latent: torch.Tensor, memory: ParagraphMemory,
-               asked: int) -> int | None:
+               asked: int, section_so_far: str = "") -> tuple[int | None, bool]:
         """Index of the best candidate (cleaned texts; raw: as the model wrote them): on the document's subject (its
         title node), nearest its own outline node rather than the other sections' nodes, least like earlier
         paragraphs, most fluent by the model's own judgment, with the fewest meta or assistant phrases before cleanup,
-        and close to the `asked` length; None when no candidate has words."""
+        and close to the `asked` length; None when no candidate has words. Also whether the one chosen is on plan:
+        nearer its own outline node than any other section's. The plan is judged on the section as it would read with
+        the candidate (`section_so_far` plus it), as the section is what stands for its node."""
         cfg = self.config
         usable = [n for n, t in enumerate(texts) if count_words(t) > 0]
-        if len(usable) <= 1:
-            return usable[0] if usable else None
+        if not usable:
+            return None, False
         vectors = embed([texts[n] for n in usable], self.embedder)
         nodes = torch.nn.functional.normalize(latent[1:].float(), dim=-1)
-        similarity = vectors @ nodes.T  # (candidates, sections)
+        sections = embed_long([f"{section_so_far}\n\n{texts[n]}" for n in usable], self.embedder) \
+            if section_so_far else vectors
+        similarity = sections @ nodes.T  # (candidates, sections)
+        on_plan = similarity.argmax(-1) == i
+        if len(usable) == 1:
+            return usable[0], bool(on_plan[0])
         score = similarity[:, i] + vectors @ torch.nn.functional.normalize(latent[0].float(), dim=-1)  # + on subject
         if len(nodes) > 1:  # plus what makes it this section rather than the topic as a whole
             score = score + similarity[:, i] - torch.cat([similarity[:, :i], similarity[:, i + 1 :]], 1).max(-1).values
@@ -439,4 +457,5 @@ class Writer:
             score = score - cfg.meta_weight * torch.tensor([float(len(meta_phrases(raw[n]))) for n in usable])
         # a candidate far shorter than asked is what is left of a bad draw after cleanup
         score = score - torch.tensor([max(0.0, 1.0 - count_words(texts[n]) / asked) for n in usable])
-        return usable[int(score.argmax())]
+        best = int(score.argmax())
+        return usable[best], bool(on_plan[best])

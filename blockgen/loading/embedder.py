@@ -37,3 +37,21 @@ def embed(texts: list[str], embedder=None):
     """Unit-norm embeddings (N, D) as a float32 tensor."""
     model = embedder or load_embedder()
     return model.encode(texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False).float().cpu()
+
+
+def embed_long(texts: list[str], embedder=None, words: int = 150):
+    """Unit-norm embeddings (N, D) of texts of any length: each is cut into pieces of at most `words` words (the
+    sentence encoder reads only its first 256 word pieces, about 190 words, and drops the rest), the pieces are
+    embedded in one batch, and a text's vector is their mean weighted by words."""
+    import torch
+
+    pieces, owner, weight = [], [], []
+    for n, text in enumerate(texts):
+        tokens = text.split()
+        chunks = [tokens[k:k + words] for k in range(0, len(tokens), words)] or [[]]
+        pieces += [" ".join(c) for c in chunks]
+        owner += [n] * len(chunks)
+        weight += [max(1, len(c)) for c in chunks]
+    vectors = embed(pieces, embedder) * torch.tensor(weight, dtype=torch.float32)[:, None]
+    total = torch.zeros(len(texts), vectors.shape[1]).index_add_(0, torch.tensor(owner), vectors)
+    return torch.nn.functional.normalize(total, dim=-1)

@@ -36,6 +36,24 @@ def test_plan_adherence():
     assert plan_adherence(["", ""], torch.zeros(2, 384)) == 0.0
 
 
+def test_a_section_is_judged_whole_not_by_its_opening():
+    """The sentence encoder reads about 190 words: a section that opens with one thing and then spends three times as
+    long on another is nearest the other, as a reader would judge it."""
+    from blockgen.loading.embedder import embed_long
+
+    bread = "Knead the dough with flour and yeast, let it rise in a warm kitchen, then bake the loaf in the oven. " * 12
+    tides = "The moon pulls the ocean into two bulges, so the sea rises and falls on the shore twice a day. " * 36
+    nodes = embed(["Cooking bread: flour, yeast and the oven", "Ocean tides and the moon"])
+    section = bread + tides
+    assert len(section.split()) > 3 * 190
+    assert int((embed([section]) @ nodes.T).argmax()) == 0  # truncated: only the bread is read
+    assert int((embed_long([section]) @ nodes.T).argmax()) == 1
+    assert plan_adherence(["", section], nodes) == 1.0
+    short = embed_long(["The moon pulls the sea into two bulges."])
+    torch.testing.assert_close(short, embed(["The moon pulls the sea into two bulges."]), atol=1e-5, rtol=1e-5)
+    assert torch.allclose(embed_long([section]).norm(dim=-1), torch.ones(1))
+
+
 def test_fluency_measures():
     from blockgen.document.metrics import fragments, meta_phrases, meta_per_1k_words, repeated_ngrams, run_on_share
 
