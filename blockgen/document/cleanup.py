@@ -3,8 +3,8 @@ unfinished last sentence and repeated sentences are dropped.
 
 Small models asked for a paragraph sometimes open with a made-up title in markers (`<<Tides>>`) or a heading line,
 number their sentences, quote the prompt's labels back, talk to the user ("Sure! Here is...", "I hope this helps"),
-emit runs of digits, stop mid-sentence at the length limit, or say again what was already written (word for word or
-nearly). Each of these is cut here, sentence by sentence, before a paragraph is accepted; what is kept is joined into
+emit runs of digits, stop mid-sentence at the length limit, say a phrase again at once ("she stood, and she stood"),
+or say again what was already written (word for word or nearly). Each of these is cut here, sentence by sentence, before a paragraph is accepted; what is kept is joined into
 one paragraph.
 """
 
@@ -38,6 +38,10 @@ _LEADER = re.compile(
     r"(?=\S))+"
 )
 _COUNT = re.compile(r"^\(?(?:about\s+)?\d+\s+words?\)?[.:]?$", re.IGNORECASE)
+# a phrase said again at once: 3-6 words twice or more ("a hero of the sea, a hero of the sea"), 1-2 words three
+# times or more ("she stood, and she stood, and she stood"); said once instead
+_ECHO = re.compile(r"\b(\w+(?:\s+\w+){2,5})(?:,?\s+(?:and\s+)?\1\b)+", re.IGNORECASE)
+_STUTTER = re.compile(r"\b(\w+(?:\s+\w+)?)(?:,?\s+(?:and\s+)?\1\b){2,}", re.IGNORECASE)
 HEADING_WORDS = 6  # a line this short without a sentence end is a heading or a label, not prose
 _GRAM = 4
 _PHRASE = 8  # a run of this many words already written makes a sentence a repeat, however it goes on
@@ -106,6 +110,7 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) 
     for n, sentence in enumerate(sentences):
         if not repeats_only:
             sentence = " ".join(_LEADER.sub("", _MARKERS.sub(" ", sentence)).split())
+            sentence = _ECHO.sub(r"\1", _STUTTER.sub(r"\1", sentence))
             low = sentence.lower()
             if _junk(sentence) or _COUNT.match(sentence) or any(label in low for label in PROMPT_LABELS):
                 continue

@@ -29,6 +29,16 @@ META_PATTERNS = (
     r"(?:please )?go ahead and", r"share the next", r"rewritten", r"rephrase", r"looking forward to your",
     r"your (?:next )?draft", r"minor (?:adjustments|tweaks|changes)", r"(?:revised|this) version",
     r"(?<!\w)#\w+", r"(?<!\w)@\w+",
+    # the text describing itself or its parts ("The second paragraph tells about...", "The report is about...")
+    r"the (?:first|second|third|fourth|fifth|next|last|final|following) (?:paragraph|section|part) (?:tells|talks|is|"
+    r"describes|explains|discusses|covers|shows)",
+    r"the (?:report|article|essay|text|story|passage|paragraph|section) (?:is about|talks about|tells about|discusses|"
+    r"describes|provides|gives an?|offers|focuses on|highlights)",
+    r"(?:it|this) (?:talks|tells) about", r"(?:your|my) (?:article|essay|report|text|paragraph|writing|draft)\b",
+    r"this (?:article|essay)\b", r"you(?:'ve| have) been (?:writing|talking|reading)",
+    r"i(?:'m| am) going to (?:tell you (?:how|about)|go on|go back|write|explain|talk)",
+    r"the final answer", r"i would like to (?:ask|say|share|add|thank)", r"the answer (?:to this question|you'?re)",
+    r"(?:it'?s|it has) been (?:a few|some|several) (?:weeks|days|months) since i",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

@@ -33,3 +33,10 @@ def test_repeats_and_near_repeats_are_dropped_and_new_sentences_remembered():
 def test_repeats_only_keeps_the_model_text_as_written():
     text = "<<Tides>> 9:10,8:12. The sea. The sea."
     assert clean_paragraph(text, Novelty(), repeats_only=True) == "<<Tides>> 9:10,8:12. The sea."
+
+
+def test_a_phrase_said_again_at_once_is_said_once():
+    text = ("In the midst of it all, she stood, and she stood, and she stood. She was a hero, a hero of the sea, a hero "
+            "of the sea. The waves rose very, very high, again and again, as they had for years.")
+    assert clean_paragraph(text, Novelty()) == ("In the midst of it all, she stood. She was a hero, a hero of the sea. "
+                                                "The waves rose very, very high, again and again, as they had for years.")

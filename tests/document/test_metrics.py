@@ -92,3 +92,19 @@ def test_judge_perplexity_prefers_the_models_own_kind_of_text(tmp_path):
     assert median_judge_perplexity(lm, [text, "the he the", "x"]) == pytest.approx(
         sorted([judge_perplexity(lm, text), judge_perplexity(lm, "the he the")])[0] / 2
         + sorted([judge_perplexity(lm, text), judge_perplexity(lm, "the he the")])[1] / 2)
+
+
+def test_text_that_describes_itself_is_meta():
+    from blockgen.document.metrics import meta_phrases
+
+    meta = ["The second paragraph tells about how the Greeks sailed.", "The report is about the effects of tides.",
+            "It talks about the economy.", "In your article, you've got a key point right there.",
+            "This is what you've been talking about.", "So, I'm going to tell you how you can tell.",
+            "Don't forget the final answer.", "One of the open questions I would like to ask is this.",
+            "The article provides a comprehensive overview of the topic.",
+            "It's been a few weeks since I last wrote about the harbour."]
+    assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
+    plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
+             "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
+             "The report of the cannon echoed over the bay."]
+    assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
