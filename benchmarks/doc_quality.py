@@ -42,7 +42,7 @@ COLUMNS = [("length_score", "S_l", "{:5.1f}"), ("judge_ppl", "judge ppl", "{:7.2
            ("distinct_4", "dist-4", "{:6.3f}"), ("plan_adherence", "plan", "{:4.2f}"), ("s_per_1k", "s/1k w", "{:6.0f}")]
 
 
-def baseline(lm, kind: str, prompt: str, words: int, seed: int, out: Path) -> tuple[dict, str]:
+def baseline(lm, kind: str, prompt: str, words: int, seed: int, out: Path, judge) -> tuple[dict, str]:
     """The plain pipeline: template plan, one chat prompt per section, no memory."""
     outline = with_latent(template_outline(prompt, words, kind))
     start = time.perf_counter()
@@ -56,20 +56,20 @@ def baseline(lm, kind: str, prompt: str, words: int, seed: int, out: Path) -> tu
         sections.append(" ".join(parts))
         paragraphs += parts
     seconds = time.perf_counter() - start
-    q = quality(paragraphs, sections, torch.tensor(outline.latent)[1:], words, judge=lm)
+    q = quality(paragraphs, sections, torch.tensor(outline.latent)[1:], words, judge=judge)
     text = f"# {outline.title}\n\n" + "\n\n".join(f"## {s.heading}\n\n{t}" for s, t in zip(outline.sections, sections))
     (out / "baseline.md").write_text(text + "\n")
     return q | {"seconds": seconds}, text
 
 
-def writer(lm, kind: str, prompt: str, words: int, seed: int, out: Path, options: dict) -> tuple[dict, str]:
+def writer(lm, kind: str, prompt: str, words: int, seed: int, out: Path, options: dict, judge) -> tuple[dict, str]:
     from blockgen.document.metrics import document_quality
 
     write = blockgen.write_report if kind == "report" else blockgen.write_story
     start = time.perf_counter()
     doc = write(prompt, words=words, out=out / "writer", model=lm, seed=seed, planner="template", **options)
     seconds = time.perf_counter() - start
-    return document_quality(doc, judge=lm) | {"seconds": seconds}, (out / "writer" / "document.md").read_text()
+    return document_quality(doc, judge=judge) | {"seconds": seconds}, (out / "writer" / "document.md").read_text()
 
 
 def _row(label: str, q: dict) -> str:
@@ -108,15 +108,20 @@ def main() -> None:
     parser.add_argument("--out", help="where the documents go (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--dtype", default="auto", help="of the model that writes (the judge is always float32)")
+    parser.add_argument("--quantize", choices=["int8"], help="of the model that writes")
     parser.add_argument("options", nargs="*", help="writer options, key=value (e.g. candidates=1)")
     args = parser.parse_args()
     options = dict(_option(o) for o in args.options)
-    lm = blockgen.load(args.model)
+    lm = blockgen.load(args.model, dtype=args.dtype, quantize=args.quantize)
+    # one fixed judge, whatever the writing model's dtype or quantization, so figures compare across them
+    judge = blockgen.load(args.model, dtype="float32")
     out_root = Path(args.out or tempfile.mkdtemp(prefix="doc-quality-"))
     picked = args.pick if args.pick else list(range(len(PROMPTS)))[: args.only]
     header = f"{'document':28s} " + " ".join(f"{name:>{len(fmt.format(0 if 'd' in fmt else 0.0))}s}"
                                                for _, name, fmt in COLUMNS)
-    print(f"{lm.name} on {lm.device}; writer options {options or 'default'}; documents in {out_root}\n{header}")
+    print(f"{lm.name} on {lm.device} {str(lm.dtype).removeprefix('torch.')}{' int8' if lm.quantize else ''} (judge "
+          f"float32); writer options {options or 'default'}; documents in {out_root}\n{header}")
     results = {"baseline": [], "writer": []}
     for n in picked:
         kind, prompt, words = PROMPTS[n]
@@ -125,10 +130,10 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         label = f"{kind} {words}: {prompt[:14]}"
         if not args.no_baseline:
-            q, _ = baseline(lm, kind, prompt, words, n, out)
+            q, _ = baseline(lm, kind, prompt, words, n, out, judge)
             results["baseline"].append(q)
             print(_row(f"{label} | plain", q), flush=True)
-        q, _ = writer(lm, kind, prompt, words, n, out, options)
+        q, _ = writer(lm, kind, prompt, words, n, out, options, judge)
         results["writer"].append(q)
         print(_row(f"{label} | writer", q), flush=True)
     print(header)

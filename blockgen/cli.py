@@ -13,12 +13,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="'default', a checkpoint directory or a .gguf file")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
+    parser.add_argument("--quantize", choices=["int8"], help="CPU: weight-only int8 linear layers")
 
 
 def _generate(args: argparse.Namespace) -> int:
     from blockgen.runtime import load
 
-    lm = load(args.model, device=args.device, dtype=args.dtype)
+    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
     chat = not args.raw and lm.has_chat_template
     final = None
     for chunk in lm.stream(args.prompt, chat=chat, **given(args, args.option_names)):
@@ -38,10 +39,16 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _info(args: argparse.Namespace) -> int:
-    from blockgen.runtime import load
+def torch_threads() -> int:
+    import torch
 
-    lm = load(args.model, device=args.device, dtype=args.dtype)
+    return torch.get_num_threads()
+
+
+def _info(args: argparse.Namespace) -> int:
+    from blockgen.runtime import auto_dtype, load
+
+    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
     cfg, fam = lm.config, lm.family
     params = sum(p.numel() for p in lm.model.parameters())
     print(f"model:      {lm.name} ({lm.path})")
@@ -50,7 +57,18 @@ def _info(args: argparse.Namespace) -> int:
     print(f"context:    {lm.context_limit} trained, rope theta {cfg.rope_theta:g}")
     print(f"diffusion:  attention={fam.attention.value} logit_shift={fam.logit_shift} "
           f"mask_token_id={fam.mask_token_id} block_size={fam.block_size}")
-    print(f"device:     {lm.device} {str(lm.dtype).removeprefix('torch.')}, loaded in {lm.load_seconds:.2f}s")
+    print(f"device:     {lm.device} {str(lm.dtype).removeprefix('torch.')}"
+          f"{', int8 weights' if lm.quantize == 'int8' else ''}, loaded in {lm.load_seconds:.2f}s")
+    if lm.device.type == "cpu":
+        import os
+
+        from blockgen.runtime import DTYPE_ENV, cpu_bf16
+
+        native = cpu_bf16()
+        why = f"{DTYPE_ENV}={os.environ[DTYPE_ENV]}" if os.environ.get(DTYPE_ENV) else (
+            f"native bfloat16 ({native})" if native else "no native bfloat16 on this CPU")
+        print(f"cpu:        {torch_threads()} threads; dtype auto -> {str(auto_dtype(lm.device)).removeprefix('torch.')} "
+              f"({why}); --dtype overrides")
     return 0
 
 
@@ -63,7 +81,7 @@ def _write(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     options = given(args, args.option_names)
-    lm = load(args.model, device=args.device, dtype=args.dtype)
+    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
                TextColumn("{task.fields[speed]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:

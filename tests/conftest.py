@@ -6,6 +6,9 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+# Tests compare against float32 references with tight tolerances: "auto" means float32 here on every CPU; the tests
+# of the automatic choice itself clear this.
+os.environ.setdefault("BLOCKGEN_CPU_DTYPE", "float32")
 torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 
 

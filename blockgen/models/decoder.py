@@ -154,6 +154,9 @@ class Decoder(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head over final hidden states (..., H) -> (..., V)."""
+        quantized = getattr(self, "head_int8", None)  # set by blockgen.models.quant.quantize_decoder
+        if quantized is not None:
+            return quantized(hidden)
         if self.config.tie_word_embeddings:
             return F.linear(hidden, self.model.embed_tokens.weight)
         return self.lm_head(hidden)

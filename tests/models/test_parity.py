@@ -78,3 +78,35 @@ def test_bf16_cuda_close_to_fp32_reference(tmp_path, arch):
     # bf16 keeps ~3 significant digits: compare with fp32 relative to the logit scale, and with transformers' bf16.
     assert (got - expected).abs().max().item() <= 0.05 * scale
     assert (got - ref_bf16).abs().max().item() <= 0.05 * scale
+
+
+def test_auto_dtype_on_cpu_follows_native_bf16_and_the_override(tmp_path, monkeypatch):
+    from blockgen.errors import InvalidArgumentError
+    from blockgen.runtime import auto_dtype, cpu_bf16
+
+    path = save_checkpoint(tiny_hf_model("llama"), tmp_path / "m")
+    monkeypatch.delenv("BLOCKGEN_CPU_DTYPE", raising=False)
+    expected = torch.bfloat16 if cpu_bf16() else torch.float32
+    assert auto_dtype(torch.device("cpu")) == expected
+    assert blockgen.load(path, device="cpu").dtype == expected
+    monkeypatch.setenv("BLOCKGEN_CPU_DTYPE", "bfloat16")
+    assert blockgen.load(path, device="cpu").dtype == torch.bfloat16
+    assert blockgen.load(path, device="cpu", dtype="float32").dtype == torch.float32  # an explicit dtype wins
+    monkeypatch.setenv("BLOCKGEN_CPU_DTYPE", "float8")
+    with pytest.raises(InvalidArgumentError, match="BLOCKGEN_CPU_DTYPE"):
+        blockgen.load(path, device="cpu")
+
+
+def test_bf16_on_cpu_stays_close_to_fp32_on_the_default(default_lm):
+    """The embedded default in bfloat16 (CPU): next-token distributions close to float32's, greedy text sensible."""
+    bf16 = blockgen.load("default-ar", device="cpu", dtype="bfloat16")
+    ids = default_lm.tokenizer("The moon pulls the ocean, and twice a day the tide", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = torch.log_softmax(default_lm.model(ids).float(), -1)
+        got = torch.log_softmax(bf16.model(ids).float(), -1)
+    assert (want.argmax(-1) == got.argmax(-1)).float().mean() >= 0.9  # the same top token almost everywhere
+    kl = (want.exp() * (want - got)).sum(-1).mean().item()
+    assert kl < 0.05, kl
+    text = bf16.generate("Explain in one sentence why the sky is blue.", chat=True, max_new_tokens=32, temperature=0.0)
+    words = text.split()
+    assert len(words) >= 10 and len(set(words)) >= 0.6 * len(words), text  # prose, not a loop

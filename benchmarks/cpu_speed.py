@@ -1,0 +1,168 @@
+"""CPU speed of the default path, side by side in one run on the same GGUF and thread count (ratios are the result).
+
+Rows (greedy, the same chat prompt, the same number of new tokens, end-of-text ignored so every row decodes as many):
+  llama.cpp          llama-cpp-python on the default's GGUF (Q4_1/Q8_0 as shipped); skipped, with the reason, when
+                     the optional package is not installed (`pip install llama-cpp-python`, which builds llama.cpp)
+  transformers       `generate` on the converted checkpoint, float32
+  blockgen AR        block size 1, one token per forward: float32, bfloat16 (where the CPU has native bf16), and
+                     weight-only int8 in the automatic dtype
+  blockgen block 8   the default with its block-diffusion adapter, threshold 0.9, when the package ships one
+Then the writer end to end: tokens/s of `write_report` on a fixed request (--writer-words, 0 skips it), against the
+AR decoder's raw tokens/s in the same dtype. Ratios are printed against llama.cpp (when present) and transformers.
+
+Never run two PyTorch processes at once when timing on a small machine: their threads fight.
+
+Usage: python benchmarks/cpu_speed.py [--tokens 128] [--threads N] [--writer-words 1500] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+
+import torch
+
+import blockgen
+from blockgen.runtime import auto_dtype, cpu_bf16
+
+PROMPT = "Write a detailed report on how tides work, with sections on the moon, the sun and coastal effects."
+
+
+def _best(run, repeats: int) -> float:
+    """Seconds of the fastest of `repeats` runs (after one warm-up run)."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_llama_cpp(prompt: str, tokens: int, threads: int, repeats: int) -> tuple[float | None, str]:
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None, "skipped: llama-cpp-python is not installed (pip install llama-cpp-python; it builds llama.cpp)"
+    from blockgen.loading import default_gguf_path
+
+    llm = Llama(model_path=str(default_gguf_path()), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+
+    def run():
+        for n, _ in enumerate(llm.generate(ids, temp=0.0, top_k=1, reset=True), start=1):
+            if n >= tokens:
+                break
+
+    return tokens / _best(run, repeats), "the shipped GGUF (Q4_1 layers, Q8_0 embedding)"
+
+
+def bench_transformers(lm, ids, tokens: int, repeats: int) -> float:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(lm.path, dtype=torch.float32).eval()
+    x = torch.tensor([ids])
+
+    def run():
+        with torch.inference_mode():
+            model.generate(x, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+
+    return tokens / _best(run, repeats)
+
+
+def bench_blockgen(lm, ids, tokens: int, repeats: int, block: int = 1) -> tuple[float, float]:
+    lm = dataclasses.replace(lm, stop_token_ids=())  # end-of-text ignored: every row decodes `tokens`
+    options = dict(max_new_tokens=tokens, block_size=block, temperature=0.0)
+    if block > 1:
+        options.update(steps=block, scheduler="threshold", threshold=0.9)
+    got = {}
+
+    def run():
+        got["r"] = lm.generate_results(ids, **options)[0]
+
+    seconds = _best(run, repeats)
+    r = got["r"]
+    return len(r.tokens) / seconds, r.stats.tokens_per_forward
+
+
+def bench_writer(words: int) -> tuple[float, float]:
+    from blockgen import write_report
+
+    lm = blockgen.load("default", device="cpu")
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        doc = write_report("how tides work", words=words, out=out, model=lm, seed=0)
+        seconds = time.perf_counter() - start
+    tokens = sum(p.tokens for p in doc.paragraphs)
+    return tokens / seconds, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--writer-words", type=int, default=1500)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    auto = auto_dtype(torch.device("cpu"))
+    print(f"CPU, {args.threads} threads; native bf16: {cpu_bf16() or 'no'}; dtype auto -> "
+          f"{str(auto).removeprefix('torch.')}; {args.tokens} new tokens, greedy", flush=True)
+
+    rows: list[tuple[str, float | None, str]] = []
+    base = blockgen.load("default-ar", device="cpu", dtype="float32")
+    ids = base.encode(PROMPT, chat=True)
+    text = base.tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False,
+                                              add_generation_prompt=True)
+    llama_tps, note = bench_llama_cpp(text, args.tokens, args.threads, args.repeats)
+    rows.append(("llama.cpp (llama-cpp-python)", llama_tps, note))
+    print(f"  llama.cpp: {note if llama_tps is None else f'{llama_tps:.1f} tok/s'}", flush=True)
+    hf = bench_transformers(base, ids, args.tokens, args.repeats)
+    rows.append(("transformers generate, float32", hf, ""))
+    print(f"  transformers: {hf:.1f} tok/s", flush=True)
+
+    variants = [("float32", torch.float32, None)]
+    if cpu_bf16():
+        variants.append(("bfloat16", torch.bfloat16, None))
+    variants.append((f"int8 weights, {str(auto).removeprefix('torch.')}", auto, "int8"))
+    raw = {}
+    for label, dtype, quantize in variants:
+        lm = base if (dtype == torch.float32 and quantize is None) else blockgen.load(
+            "default-ar", device="cpu", dtype=dtype, quantize=quantize)
+        tps, _ = bench_blockgen(lm, ids, args.tokens, args.repeats)
+        raw[(dtype, quantize)] = tps
+        rows.append((f"blockgen AR, {label}", tps, ""))
+        print(f"  blockgen AR {label}: {tps:.1f} tok/s", flush=True)
+        if lm is not base:
+            del lm
+
+    default = blockgen.load("default", device="cpu")
+    if default.family.mask_token_id is not None and default.family.attention.value == "block_causal":
+        tps, per_forward = bench_blockgen(default, ids, args.tokens, args.repeats, block=8)
+        rows.append((f"blockgen block 8 (adapter), {str(default.dtype).removeprefix('torch.')}", tps,
+                     f"{per_forward:.2f} tokens/forward"))
+    else:
+        rows.append(("blockgen block 8 (adapter)", None, "skipped: the package ships no adapter yet"))
+    del default
+
+    print()
+    print(f"{'row':44s} {'tok/s':>7s} {'x llama.cpp':>11s} {'x transformers':>14s}  note")
+    for label, tps, note in rows:
+        if tps is None:
+            print(f"{label:44s} {'-':>7s} {'-':>11s} {'-':>14s}  {note}")
+            continue
+        vs_llama = f"{tps / llama_tps:.2f}" if llama_tps else "-"
+        print(f"{label:44s} {tps:7.1f} {vs_llama:>11s} {tps / hf:14.2f}  {note}")
+
+    if args.writer_words:
+        tps, seconds = bench_writer(args.writer_words)
+        decoder = raw.get((auto, None), raw[(torch.float32, None)])
+        print(f"\nwriter, write_report('how tides work', words={args.writer_words}), dtype auto: {seconds:.0f} s, "
+              f"{tps:.1f} kept tokens/s = {tps / decoder:.2f}x the AR decoder's raw {decoder:.1f} tok/s "
+              f"(target >= 0.9x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Weight-only int8 layers: exact against their dequantized weights, close to the float model, a clear error for a
+bad mode, and the quantized default still writes prose."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import save_checkpoint, tiny_hf_model
+
+import blockgen
+from blockgen.errors import InvalidArgumentError
+from blockgen.models.quant import Int8Linear, int8_rows
+
+
+def test_rows_round_trip_within_half_a_step():
+    w = torch.randn(48, 96) * torch.linspace(0.01, 3.0, 48)[:, None]  # rows of very different scales
+    q, scale = int8_rows(w)
+    assert q.dtype == torch.int8 and q.abs().max() <= 127
+    assert ((q.float() * scale[:, None] - w).abs() <= scale[:, None] / 2 + 1e-7).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_linear_equals_its_dequantized_matmul(dtype):
+    linear = torch.nn.Linear(64, 40, bias=True).to(dtype)
+    layer = Int8Linear.from_linear(linear)
+    x = torch.randn(3, 5, 64, dtype=dtype)
+    got = layer(x)
+    assert got.shape == (3, 5, 40) and got.dtype == dtype
+    want = F.linear(x.float(), layer.dequantized(), linear.bias.float())
+    tol = 1e-4 if dtype == torch.float32 else 3e-2 * want.abs().max().item()
+    assert (got.float() - want).abs().max().item() <= tol
+    # and close to the float layer it came from
+    assert (got.float() - linear(x).float()).abs().max().item() <= 0.05 * want.abs().max().item()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_a_quantized_model_stays_close_and_generates(tmp_path, tie):
+    path = save_checkpoint(tiny_hf_model("llama", tie=tie), tmp_path / "m")
+    full = blockgen.load(path, device="cpu", dtype="float32")
+    int8 = blockgen.load(path, device="cpu", dtype="float32", quantize="int8")
+    assert int8.quantize == "int8" and isinstance(int8.model.model.layers[0].self_attn.q_proj, Int8Linear)
+    ids = torch.randint(0, 128, (2, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = full.model(ids), int8.model(ids)
+    assert (got - want).abs().max().item() <= 0.1 * want.abs().max().item()
+    if tie:  # the head's quantized copy leaves the embedding table in full precision
+        assert int8.model.model.embed_tokens.weight.dtype == torch.float32
+    out = int8.generate_results(ids[0].tolist(), max_new_tokens=6)[0]
+    assert len(out.tokens) == 6
+
+
+def test_bad_quantize_mode_is_refused(tmp_path):
+    path = save_checkpoint(tiny_hf_model("llama"), tmp_path / "m")
+    with pytest.raises(InvalidArgumentError, match="quantize"):
+        blockgen.load(path, device="cpu", quantize="int3")
+
+
+def test_the_int8_default_keeps_its_next_token_choices(default_lm):
+    """The parity tolerance of the option on the embedded default: the same top token at >= 85% of positions and a
+    small KL divergence from float32; greedy text is still prose."""
+    int8 = blockgen.load("default-ar", device="cpu", dtype="float32", quantize="int8")
+    ids = default_lm.tokenizer("The moon pulls the ocean, and twice a day the tide rises along the coast because",
+                               return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = torch.log_softmax(default_lm.model(ids).float(), -1)
+        got = torch.log_softmax(int8.model(ids).float(), -1)
+    assert (want.argmax(-1) == got.argmax(-1)).float().mean() >= 0.85
+    kl = (want.exp() * (want - got)).sum(-1).mean().item()
+    assert kl < 0.1, kl
+    text = int8.generate("Explain in one sentence why the sky is blue.", chat=True, max_new_tokens=32, temperature=0.0)
+    words = text.split()
+    assert len(words) >= 10 and len(set(words)) >= 0.6 * len(words), text
