@@ -109,13 +109,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--dtype", default="auto", help="of the model that writes (the judge is always float32)")
-    parser.add_argument("--quantize", choices=["int8"], help="of the model that writes")
+    parser.add_argument("--quantize", choices=["auto", "int8", "none"], default="auto", help="of the model that writes")
     parser.add_argument("options", nargs="*", help="writer options, key=value (e.g. candidates=1)")
     args = parser.parse_args()
     options = dict(_option(o) for o in args.options)
-    lm = blockgen.load(args.model, dtype=args.dtype, quantize=args.quantize)
+    lm = blockgen.load(args.model, dtype=args.dtype, quantize=None if args.quantize == "none" else args.quantize)
     # one fixed judge, whatever the writing model's dtype or quantization, so figures compare across them
-    judge = blockgen.load(args.model, dtype="float32")
+    judge = blockgen.load(args.model, dtype="float32", quantize=None)
     out_root = Path(args.out or tempfile.mkdtemp(prefix="doc-quality-"))
     picked = args.pick if args.pick else list(range(len(PROMPTS)))[: args.only]
     header = f"{'document':28s} " + " ".join(f"{name:>{len(fmt.format(0 if 'd' in fmt else 0.0))}s}"

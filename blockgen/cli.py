@@ -13,13 +13,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="'default', a checkpoint directory or a .gguf file")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    parser.add_argument("--quantize", choices=["int8"], help="CPU: weight-only int8 linear layers")
+    parser.add_argument("--quantize", choices=["auto", "int8", "none"], default="auto",
+                        help="CPU: weight-only int8 linear layers (auto: with bfloat16 on CPU)")
 
 
 def _generate(args: argparse.Namespace) -> int:
     from blockgen.runtime import load
 
-    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
+    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=None if args.quantize == 'none' else args.quantize)
     chat = not args.raw and lm.has_chat_template
     final = None
     for chunk in lm.stream(args.prompt, chat=chat, **given(args, args.option_names)):
@@ -48,7 +49,7 @@ def torch_threads() -> int:
 def _info(args: argparse.Namespace) -> int:
     from blockgen.runtime import auto_dtype, load
 
-    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
+    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=None if args.quantize == 'none' else args.quantize)
     cfg, fam = lm.config, lm.family
     params = sum(p.numel() for p in lm.model.parameters())
     print(f"model:      {lm.name} ({lm.path})")
@@ -68,7 +69,7 @@ def _info(args: argparse.Namespace) -> int:
         why = f"{DTYPE_ENV}={os.environ[DTYPE_ENV]}" if os.environ.get(DTYPE_ENV) else (
             f"native bfloat16 ({native})" if native else "no native bfloat16 on this CPU")
         print(f"cpu:        {torch_threads()} threads; dtype auto -> {str(auto_dtype(lm.device)).removeprefix('torch.')} "
-              f"({why}); --dtype overrides")
+              f"({why}); --dtype overrides; weights: {lm.quantize or 'not quantized'} (--quantize auto|int8|none)")
     return 0
 
 
@@ -81,7 +82,7 @@ def _write(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     options = given(args, args.option_names)
-    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
+    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=None if args.quantize == 'none' else args.quantize)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
                TextColumn("{task.fields[speed]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:

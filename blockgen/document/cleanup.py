@@ -124,4 +124,6 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) 
             continue
         novelty.add(sentence)
         kept.append(sentence)
+    while kept and not repeats_only and not ends_a_sentence(kept[-1]):
+        kept.pop()  # an unfinished sentence whose continuation was dropped would end the paragraph mid-sentence
     return " ".join(kept)

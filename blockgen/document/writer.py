@@ -163,9 +163,13 @@ def _trim_to_words(text: str, words: int) -> str:
         kept.append(sentence)
         total += n
     result = " ".join(kept)
-    if count_words(result) > words * 1.5:
-        tokens = result.split()
-        result = " ".join(tokens[:words])
+    if count_words(result) > words * 1.5:  # one run-on sentence: cut it at the last sentence or clause end in reach
+        cut = " ".join(result.split()[:words])
+        end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
+        if end > len(cut) // 3:
+            return cut[: end + 1]
+        clause = max(cut.rfind(", "), cut.rfind("; "), cut.rfind(": "))
+        result = (cut[:clause] if clause > len(cut) // 3 else cut).rstrip(",;:-– ") + "."
     return result
 
 

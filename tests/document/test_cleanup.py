@@ -40,3 +40,18 @@ def test_a_phrase_said_again_at_once_is_said_once():
             "of the sea. The waves rose very, very high, again and again, as they had for years.")
     assert clean_paragraph(text, Novelty()) == ("In the midst of it all, she stood. She was a hero, a hero of the sea. "
                                                 "The waves rose very, very high, again and again, as they had for years.")
+
+
+def test_the_paragraph_never_ends_mid_sentence():
+    # the unfinished sentence is not the model's last one: what followed it was dropped (here an assistant's aside)
+    text = "The bakers met at dawn. With the village and the wedding ahead, the horizon lay\nI hope this helps!"
+    assert clean_paragraph(text, Novelty()) == "The bakers met at dawn."
+
+
+def test_a_run_on_is_cut_at_a_clause_not_mid_word_run():
+    from blockgen.document.writer import _trim_to_words
+
+    run_on = "The tide rose over the flats, " + ", ".join(f"the boats drifted past marker {n}" for n in range(40))
+    cut = _trim_to_words(run_on + ".", 30)
+    assert cut.endswith(".") and len(cut.split()) <= 30 and not cut.endswith(",.")
+    assert _trim_to_words("One. Two three four.", 3) == "One."

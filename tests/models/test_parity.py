@@ -99,7 +99,7 @@ def test_auto_dtype_on_cpu_follows_native_bf16_and_the_override(tmp_path, monkey
 
 def test_bf16_on_cpu_stays_close_to_fp32_on_the_default(default_lm):
     """The embedded default in bfloat16 (CPU): next-token distributions close to float32's, greedy text sensible."""
-    bf16 = blockgen.load("default-ar", device="cpu", dtype="bfloat16")
+    bf16 = blockgen.load("default-ar", device="cpu", dtype="bfloat16", quantize=None)
     ids = default_lm.tokenizer("The moon pulls the ocean, and twice a day the tide", return_tensors="pt").input_ids
     with torch.no_grad():
         want = torch.log_softmax(default_lm.model(ids).float(), -1)

@@ -69,3 +69,15 @@ def test_the_int8_default_keeps_its_next_token_choices(default_lm):
     text = int8.generate("Explain in one sentence why the sky is blue.", chat=True, max_new_tokens=32, temperature=0.0)
     words = text.split()
     assert len(words) >= 10 and len(set(words)) >= 0.6 * len(words), text
+
+
+def test_auto_quantizes_on_cpu_in_bfloat16_only(tmp_path, monkeypatch):
+    from blockgen.runtime import auto_quantize
+
+    cpu = torch.device("cpu")
+    assert auto_quantize(cpu, torch.bfloat16) == "int8" and auto_quantize(cpu, torch.float32) is None
+    assert auto_quantize(torch.device("cuda"), torch.bfloat16) is None
+    path = save_checkpoint(tiny_hf_model("llama"), tmp_path / "m")
+    assert blockgen.load(path, device="cpu", dtype="bfloat16").quantize == "int8"
+    assert blockgen.load(path, device="cpu", dtype="bfloat16", quantize=None).quantize is None
+    assert blockgen.load(path, device="cpu", dtype="float32").quantize is None
