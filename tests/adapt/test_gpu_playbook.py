@@ -46,7 +46,7 @@ def prepared(tmp_path_factory):
     gguf = write_gguf(tiny_hf_model(), root / "SmolLM2-135M-Instruct.Q4_1.gguf", "llama", chat_template=True)
     size = gguf.stat().st_size
     done = _playbook("prepare", "--gguf", gguf, "--dest", root / "prepared", "--no-wheels",
-                     "--max-piece-bytes", size // 2 + 1)
+                     "--max-piece-bytes", size // 2 + 1, "--state-branch", "")
     assert done.returncode == 0, done.stderr
     return root, gguf
 
