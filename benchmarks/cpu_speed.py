@@ -41,22 +41,45 @@ def _best(run, repeats: int) -> float:
     return min(times)
 
 
+# Run alone in a child process: llama.cpp's OpenMP runtime and PyTorch's in one process crash (segfault) here.
+_LLAMA_CHILD = """
+import json, sys, time
+from llama_cpp import Llama
+path, prompt, tokens, threads, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+llm = Llama(model_path=path, n_ctx=1024, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False)
+ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+def run():
+    llm.reset()
+    llm.eval(ids)
+    for _ in range(tokens):
+        token = llm.sample(temp=0.0, top_k=1)
+        llm.eval([token])
+run()
+best = None
+for _ in range(repeats):
+    start = time.perf_counter()
+    run()
+    best = min(best or 1e9, time.perf_counter() - start)
+print(json.dumps({"tokens_per_second": tokens / best}))
+"""
+
+
 def bench_llama_cpp(prompt: str, tokens: int, threads: int, repeats: int) -> tuple[float | None, str]:
-    try:
-        from llama_cpp import Llama
-    except ImportError:
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("llama_cpp") is None:
         return None, "skipped: llama-cpp-python is not installed (pip install llama-cpp-python; it builds llama.cpp)"
     from blockgen.loading import default_gguf_path
 
-    llm = Llama(model_path=str(default_gguf_path()), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
-    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-
-    def run():
-        for n, _ in enumerate(llm.generate(ids, temp=0.0, top_k=1, reset=True), start=1):
-            if n >= tokens:
-                break
-
-    return tokens / _best(run, repeats), "the shipped GGUF (Q4_1 layers, Q8_0 embedding)"
+    done = subprocess.run([sys.executable, "-c", _LLAMA_CHILD, str(default_gguf_path()), prompt, str(tokens),
+                           str(threads), str(repeats)], capture_output=True, text=True)
+    if done.returncode:
+        return None, f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+    return json.loads(done.stdout.strip().splitlines()[-1])["tokens_per_second"], \
+        "the shipped GGUF (Q4_1 layers, Q8_0 embedding), prefill included"
 
 
 def bench_transformers(lm, ids, tokens: int, repeats: int) -> float:

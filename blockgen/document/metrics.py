@@ -39,6 +39,8 @@ META_PATTERNS = (
     r"i(?:'m| am) going to (?:tell you (?:how|about)|go on|go back|write|explain|talk)",
     r"the final answer", r"i would like to (?:ask|say|share|add|thank)", r"the answer (?:to this question|you'?re)",
     r"(?:it'?s|it has) been (?:a few|some|several) (?:weeks|days|months) since i",
+    r"this is (?:the|a) (?:main|first|second|last|final|next|new) (?:section|part|paragraph|chapter)",
+    r"(?:main )?(?:findings|points|section|part) of (?:the|this) (?:report|story|essay|article)",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

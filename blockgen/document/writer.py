@@ -394,7 +394,9 @@ class Writer:
         log.info("context for paragraph %d: %s", len(doc.paragraphs), context.log)
         options = gen.model_dump(exclude=set(PER_PARAGRAPH)) | {"max_new_tokens": max_new, "ntk_factor": ntk}
         index = len(doc.paragraphs)
-        written = Novelty([p.text for p in doc.paragraphs])
+        # the section's goal counts as written: a sentence that reads it back ("The history of how tides work: who
+        # first studied it...") is an echo of the request, dropped as a repeat
+        written = Novelty([p.text for p in doc.paragraphs] + ([brief.goal] if brief.goal.strip() else []))
         section_so_far = "\n\n".join(p.text for p in doc.paragraphs if p.section == i)
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()

@@ -55,3 +55,11 @@ def test_a_run_on_is_cut_at_a_clause_not_mid_word_run():
     cut = _trim_to_words(run_on + ".", 30)
     assert cut.endswith(".") and len(cut.split()) <= 30 and not cut.endswith(",.")
     assert _trim_to_words("One. Two three four.", 3) == "One."
+
+
+def test_a_sentence_reading_back_the_sections_goal_is_dropped():
+    """The writer counts the section's goal as written, so an echo of the request is dropped as a repeat."""
+    goal = "The history of how tides work: who first studied it, in which century, and the early ideas."
+    text = ("The history of how tides work: who first studied it, in which century, and the early ideas. "
+            "Greek sailors noticed that the tides followed the moon.")
+    assert clean_paragraph(text, Novelty([goal])) == "Greek sailors noticed that the tides followed the moon."

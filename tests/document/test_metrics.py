@@ -102,7 +102,8 @@ def test_text_that_describes_itself_is_meta():
             "This is what you've been talking about.", "So, I'm going to tell you how you can tell.",
             "Don't forget the final answer.", "One of the open questions I would like to ask is this.",
             "The article provides a comprehensive overview of the topic.",
-            "It's been a few weeks since I last wrote about the harbour."]
+            "It's been a few weeks since I last wrote about the harbour.",
+            "This is all about the main findings of the report.", "This is the main section."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
