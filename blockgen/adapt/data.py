@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -160,11 +161,16 @@ def distill(
     on_batch: Callable[[int, int], None] | None = None,
     max_tokens: int | None = None,
     max_seconds: float | None = None,
+    engine: str = "blockgen",
 ) -> list[Example]:
     """The base model's own answers to `prompts` (chat format), generated in AR mode (block size 1), batched.
 
     An answer that ended with EOS keeps that EOS so the adapted model learns where text ends. With max_tokens or
-    max_seconds, no new batch starts once that many completion tokens are written or that much time has passed."""
+    max_seconds, no new batch starts once that many completion tokens are written or that much time has passed.
+    engine="transformers" samples the same weights with transformers' `generate` instead of blockgen's decode loop
+    (faster for hundreds of rows on a GPU, where the loop's per-row host syncs dominate)."""
+    if engine not in ("blockgen", "transformers"):
+        raise InvalidArgumentError("engine", engine, "must be 'blockgen' or 'transformers'")
     examples = []
     eos = lm.stop_token_ids[0] if lm.stop_token_ids else None
     started, written = time.perf_counter(), 0
@@ -173,11 +179,14 @@ def distill(
                 max_seconds is not None and time.perf_counter() - started >= max_seconds):
             break
         batch = [lm.encode(prompt, chat=True) for prompt in prompts[start : start + batch_size]]
-        results = lm.generate_results(batch, max_new_tokens=max_new_tokens, block_size=1,
-                                      temperature=temperature, top_p=0.95, seed=seed + start, cache="auto")
-        for prompt, result in zip(batch, results):
-            completion = list(result.tokens)
-            if result.finish_reason == "stop" and eos is not None and (not completion or completion[-1] != eos):
+        if engine == "transformers":
+            answers = _transformers_answers(lm, batch, max_new_tokens, temperature, seed + start)
+        else:
+            results = lm.generate_results(batch, max_new_tokens=max_new_tokens, block_size=1,
+                                          temperature=temperature, top_p=0.95, seed=seed + start, cache="auto")
+            answers = [(list(r.tokens), r.finish_reason == "stop") for r in results]
+        for prompt, (completion, stopped) in zip(batch, answers):
+            if stopped and eos is not None and (not completion or completion[-1] != eos):
                 completion.append(eos)
             if len(completion) >= 8:
                 examples.append(Example(tuple(prompt), tuple(completion)))
@@ -185,6 +194,39 @@ def distill(
         if on_batch is not None:
             on_batch(min(start + batch_size, len(prompts)), len(prompts))
     return examples
+
+
+def _transformers_answers(lm, batch: list[list[int]], max_new_tokens: int, temperature: float,
+                          seed: int) -> list[tuple[list[int], bool]]:
+    """(completion up to and with its first stop token, whether it stopped) per prompt, from transformers' generate
+    on the model's checkpoint directory (left-padded batch, nucleus sampling at top-p 0.95 as the engine path)."""
+    model = _transformers_model(str(lm.path), str(lm.device), lm.dtype)
+    stops = set(lm.stop_token_ids)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else (min(stops) if stops else 0)
+    width = max(len(ids) for ids in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, prompt in enumerate(batch):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        attention[row, width - len(prompt):] = 1
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids.to(lm.device), attention_mask=attention.to(lm.device),
+                             do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
+                             top_p=0.95 if temperature > 0 else None, max_new_tokens=max_new_tokens,
+                             pad_token_id=pad, eos_token_id=sorted(stops) or None)
+    answers = []
+    for row in out[:, width:].tolist():
+        cut = next((n for n, token in enumerate(row) if token in stops), None)
+        answers.append((row[: cut + 1], True) if cut is not None else (row, False))
+    return answers
+
+
+@lru_cache(maxsize=1)
+def _transformers_model(path: str, device: str, dtype):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
 
 
 def save_examples(examples: list[Example], path: Path) -> None:

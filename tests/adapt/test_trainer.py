@@ -155,6 +155,22 @@ def test_self_distillation_writes_the_dataset(base, tmp_path):
     assert all(8 <= len(line["completion"]) <= 13 for line in lines)
 
 
+def test_distillation_through_transformers_gives_the_engines_answers(base):
+    """The faster sampling path for a GPU lease: transformers' generate on the same weights gives, greedy, the same
+    answers as blockgen's decode loop (left-padded rows of different lengths included)."""
+    from blockgen.adapt.data import distill
+
+    lm = blockgen.load(base, device="cpu", dtype="float32")
+    prompts = ["Tell me about the sea.", "A short poem about bread and the morning oven, please.", "Why?"]
+    ours = distill(lm, prompts, max_new_tokens=12, batch_size=2, temperature=0.0)
+    theirs = distill(lm, prompts, max_new_tokens=12, batch_size=2, temperature=0.0, engine="transformers")
+    assert len(ours) == 3 and theirs == ours
+    sampled = distill(lm, prompts, max_new_tokens=12, batch_size=3, temperature=0.7, engine="transformers")
+    assert len(sampled) == 3 and all(e.prompt == o.prompt and len(e.completion) >= 8 for e, o in zip(sampled, ours))
+    with pytest.raises(InvalidArgumentError, match="engine"):
+        distill(lm, prompts, engine="vllm")
+
+
 def test_mask_embedding_is_trained_and_noised_per_position(base):
     from blockgen.adapt.layout import build_batch
     from blockgen.adapt.trainer import Trainee
