@@ -159,8 +159,6 @@ def main() -> None:
         raw[(dtype, quantize)] = tps
         rows.append((f"blockgen AR, {label}", tps, ""))
         print(f"  blockgen AR {label}: {tps:.1f} tok/s", flush=True)
-        if lm is not base:
-            del lm
 
     default = blockgen.load("default", device="cpu")
     if default.family.mask_token_id is not None and default.family.attention.value == "block_causal":

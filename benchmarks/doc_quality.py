@@ -38,8 +38,9 @@ PROMPTS = [
     ("story", "a cartographer discovers that her maps change the land they describe", 300),
 ]
 COLUMNS = [("length_score", "S_l", "{:5.1f}"), ("judge_ppl", "judge ppl", "{:7.2f}"), ("run_on", ">60w", "{:5.1%}"),
-           ("fragments", "frag", "{:4d}"), ("meta_per_1k", "meta/1k", "{:6.2f}"), ("repeated_8grams", "rep 8g", "{:6.1%}"),
-           ("distinct_4", "dist-4", "{:6.3f}"), ("plan_adherence", "plan", "{:4.2f}"), ("s_per_1k", "s/1k w", "{:6.0f}")]
+           ("fragments", "frag", "{:4d}"), ("meta_per_1k", "meta/1k", "{:6.2f}"),
+           ("repeated_8grams", "rep 8g", "{:6.1%}"), ("distinct_4", "dist-4", "{:6.3f}"),
+           ("plan_adherence", "plan", "{:4.2f}"), ("s_per_1k", "s/1k w", "{:6.0f}")]
 
 
 def baseline(lm, kind: str, prompt: str, words: int, seed: int, out: Path, judge) -> tuple[dict, str]:

@@ -17,10 +17,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="CPU: weight-only int8 linear layers (auto: with bfloat16 on CPU)")
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    """The model named by the common options (_add_model_options)."""
     from blockgen.runtime import load
 
-    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=None if args.quantize == 'none' else args.quantize)
+    return load(args.model, device=args.device, dtype=args.dtype,
+                quantize=None if args.quantize == "none" else args.quantize)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    lm = _load(args)
     chat = not args.raw and lm.has_chat_template
     final = None
     for chunk in lm.stream(args.prompt, chat=chat, **given(args, args.option_names)):
@@ -40,16 +46,8 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
 def _info(args: argparse.Namespace) -> int:
-    from blockgen.runtime import auto_dtype, load
-
-    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=None if args.quantize == 'none' else args.quantize)
+    lm = _load(args)
     cfg, fam = lm.config, lm.family
     params = sum(p.numel() for p in lm.model.parameters())
     print(f"model:      {lm.name} ({lm.path})")
@@ -63,12 +61,14 @@ def _info(args: argparse.Namespace) -> int:
     if lm.device.type == "cpu":
         import os
 
-        from blockgen.runtime import DTYPE_ENV, cpu_bf16
+        import torch
+
+        from blockgen.runtime import DTYPE_ENV, auto_dtype, cpu_bf16
 
         native = cpu_bf16()
         why = f"{DTYPE_ENV}={os.environ[DTYPE_ENV]}" if os.environ.get(DTYPE_ENV) else (
             f"native bfloat16 ({native})" if native else "no native bfloat16 on this CPU")
-        print(f"cpu:        {torch_threads()} threads; dtype auto -> {str(auto_dtype(lm.device)).removeprefix('torch.')} "
+        print(f"cpu:        {torch.get_num_threads()} threads; dtype auto -> {str(auto_dtype(lm.device)).removeprefix('torch.')} "
               f"({why}); --dtype overrides; weights: {lm.quantize or 'not quantized'} (--quantize auto|int8|none)")
     return 0
 
@@ -78,11 +78,10 @@ def _write(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from blockgen.api import write_report, write_story
-    from blockgen.runtime import load
 
     console = Console(stderr=True)
     options = given(args, args.option_names)
-    lm = load(args.model, device=args.device, dtype=args.dtype, quantize=None if args.quantize == 'none' else args.quantize)
+    lm = _load(args)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
                TextColumn("{task.fields[speed]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:

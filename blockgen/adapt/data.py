@@ -13,7 +13,6 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -173,6 +172,7 @@ def distill(
         raise InvalidArgumentError("engine", engine, "must be 'blockgen' or 'transformers'")
     examples = []
     eos = lm.stop_token_ids[0] if lm.stop_token_ids else None
+    reference = _transformers_model(lm) if engine == "transformers" else None
     started, written = time.perf_counter(), 0
     for start in range(0, len(prompts), batch_size):
         if (max_tokens is not None and written >= max_tokens) or (
@@ -180,7 +180,7 @@ def distill(
             break
         batch = [lm.encode(prompt, chat=True) for prompt in prompts[start : start + batch_size]]
         if engine == "transformers":
-            answers = _transformers_answers(lm, batch, max_new_tokens, temperature, seed + start)
+            answers = _transformers_answers(reference, lm, batch, max_new_tokens, temperature, seed + start)
         else:
             results = lm.generate_results(batch, max_new_tokens=max_new_tokens, block_size=1,
                                           temperature=temperature, top_p=0.95, seed=seed + start, cache="auto")
@@ -196,11 +196,10 @@ def distill(
     return examples
 
 
-def _transformers_answers(lm, batch: list[list[int]], max_new_tokens: int, temperature: float,
+def _transformers_answers(model, lm, batch: list[list[int]], max_new_tokens: int, temperature: float,
                           seed: int) -> list[tuple[list[int], bool]]:
     """(completion up to and with its first stop token, whether it stopped) per prompt, from transformers' generate
-    on the model's checkpoint directory (left-padded batch, nucleus sampling at top-p 0.95 as the engine path)."""
-    model = _transformers_model(str(lm.path), str(lm.device), lm.dtype)
+    with `model` (left-padded batch, nucleus sampling at top-p 0.95 as the engine path)."""
     stops = set(lm.stop_token_ids)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else (min(stops) if stops else 0)
     width = max(len(ids) for ids in batch)
@@ -222,11 +221,12 @@ def _transformers_answers(lm, batch: list[list[int]], max_new_tokens: int, tempe
     return answers
 
 
-@lru_cache(maxsize=1)
-def _transformers_model(path: str, device: str, dtype):
+def _transformers_model(lm):
+    """transformers' load of the model's checkpoint directory, on its device and in its dtype (for one distill call:
+    not kept afterwards, so training gets the memory back)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return AutoModelForCausalLM.from_pretrained(lm.path, dtype=lm.dtype).to(lm.device).eval()
 
 
 def save_examples(examples: list[Example], path: Path) -> None:

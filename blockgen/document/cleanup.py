@@ -4,8 +4,8 @@ unfinished last sentence and repeated sentences are dropped.
 Small models asked for a paragraph sometimes open with a made-up title in markers (`<<Tides>>`) or a heading line,
 number their sentences, quote the prompt's labels back, talk to the user ("Sure! Here is...", "I hope this helps"),
 emit runs of digits, stop mid-sentence at the length limit, say a phrase again at once ("she stood, and she stood"),
-or say again what was already written (word for word or nearly). Each of these is cut here, sentence by sentence, before a paragraph is accepted; what is kept is joined into
-one paragraph.
+or say again what was already written (word for word or nearly). Each of these is cut here, sentence by sentence,
+before a paragraph is accepted; what is kept is joined into one paragraph.
 """
 
 from __future__ import annotations
@@ -51,14 +51,17 @@ def norm(sentence: str) -> str:
     return " ".join(re.findall(r"\w+", sentence.lower()))
 
 
-def _grams(key: str) -> set[tuple[str, ...]]:
+def _ngrams(key: str, n: int) -> list[tuple[str, ...]]:
     words = key.split()
-    return {tuple(words[i : i + _GRAM]) for i in range(len(words) - _GRAM + 1)}
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def _grams(key: str) -> set[tuple[str, ...]]:
+    return set(_ngrams(key, _GRAM))
 
 
 def _phrases(key: str) -> set[tuple[str, ...]]:
-    words = key.split()
-    return {tuple(words[i : i + _PHRASE]) for i in range(len(words) - _PHRASE + 1)}
+    return set(_ngrams(key, _PHRASE))
 
 
 class Novelty:
@@ -97,8 +100,7 @@ def _junk(sentence: str) -> bool:
     letters = sum(ch.isalpha() for ch in visible)
     if letters < 0.6 * len(visible) or not re.search(r"[^\W\d_]{2,}", sentence):
         return True
-    words = norm(sentence).split()
-    grams = [tuple(words[i : i + _GRAM]) for i in range(len(words) - _GRAM + 1)]
+    grams = _ngrams(norm(sentence), _GRAM)
     return len(grams) >= 6 and len(set(grams)) < 0.75 * len(grams)
 
 

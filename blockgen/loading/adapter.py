@@ -23,10 +23,11 @@ from safetensors.torch import load_file, save_file
 
 from blockgen.errors import CheckpointNotFoundError, ConfigError, CorruptCheckpointError, TensorError
 from blockgen.loading import read_json_object
+from blockgen.models.decoder import PROJECTIONS
 
 ADAPTER_CONFIG = "adapter_config.json"
 MASK_EMBEDDING = "mask_embedding"
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = PROJECTIONS
 
 
 def is_adapter_dir(path: Path) -> bool:

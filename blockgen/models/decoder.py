@@ -17,6 +17,10 @@ from blockgen.models.config import ModelConfig
 from blockgen.models.rope import RotaryEmbedding, apply_rotary, ntk_factor_for
 
 
+# The decoder's linear projections by attribute name (what LoRA adapts and int8 quantizes); the LM head is apart.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()

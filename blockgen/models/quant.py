@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from blockgen.errors import InvalidArgumentError
+from blockgen.models.decoder import PROJECTIONS
 
 QUANTIZE_MODES = ("int8",)
 # Above this many rows a call is a prefill, where the int8 kernel is slower than dequantizing once for a dense matmul
 # (measured on 2 cores: at 8 rows the two are even, at 400 rows the int8 kernel is 4x slower).
 DENSE_ROWS = 16
-_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,17 +33,18 @@ def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Int8Linear(nn.Module):
     """A Linear layer whose weight is int8 with per-row scales (weight-only; inputs and outputs keep their dtype)."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        """weight (N, K) and bias (N,) of a Linear layer; scales and bias keep the weight's dtype (the activations')."""
         super().__init__()
         q, scale = int8_rows(weight)
         self.out_features, self.in_features = q.shape
         self.register_buffer("weight_int8", q)
-        self.register_buffer("scales", scale.to(dtype))
-        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
+        self.register_buffer("scales", scale.to(weight.dtype))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(weight.dtype))
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
-        return cls(linear.weight, linear.bias, linear.weight.dtype)
+        return cls(linear.weight, linear.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -76,10 +77,9 @@ def quantize_decoder(model: nn.Module, mode: str) -> nn.Module:
         raise InvalidArgumentError("quantize", mode, f"needs torch.ops.aten._weight_int8pack_mm (torch "
                                    f"{torch.__version__} lacks it)")
     for name, module in list(model.named_modules()):
-        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in _TARGETS:
+        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in PROJECTIONS:
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent), child, Int8Linear.from_linear(module))
     head = model.model.embed_tokens.weight if model.config.tie_word_embeddings else model.lm_head.weight
-    model.head_int8 = Int8Linear(head, None, head.dtype)
+    model.head_int8 = Int8Linear(head)
     return model
-

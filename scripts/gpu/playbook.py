@@ -86,19 +86,27 @@ def _download_wheels(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.glob("*.whl"))
 
 
-def _git(repo: Path, *args: str, env: dict | None = None, data: bytes | None = None) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, input=data, env=env)
+def _git(repo: Path, *args: str, env: dict | None = None) -> str:
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, env=env)
     if done.returncode:
         raise PlaybookError(f"git {' '.join(args)} failed: {done.stderr.decode(errors='replace').strip()}")
     return done.stdout.decode().strip()
+
+
+def _ref_exists(repo: Path, ref: str) -> bool:
+    return subprocess.run(["git", "rev-parse", "--verify", "-q", ref], cwd=repo, capture_output=True).returncode == 0
+
+
+def _files(path: Path) -> list[Path]:
+    """The file at `path`, or the files under the folder at `path` (none when nothing is there)."""
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
 
 def save_state(carried: Path, repo: Path = ROOT, branch: str = STATE_BRANCH, message: str = "lease") -> str | None:
     """Commit what the next lease starts from (adapter/ and distill.jsonl.xz in `carried`) onto `branch`, a branch
     that shares no tree with main (so it never travels with the working tree) but lives in the repository, so a later
     session on another machine picks it up. Returns the commit, or None when there is nothing to keep."""
-    files = sorted(p for name in STATE_FILES for p in ([carried / name] if (carried / name).is_file()
-                                                         else sorted((carried / name).rglob("*"))) if p.is_file())
+    files = [p for name in STATE_FILES for p in _files(carried / name)]
     if not files:
         return None
     index = carried / ".state-index"
@@ -116,9 +124,8 @@ def save_state(carried: Path, repo: Path = ROOT, branch: str = STATE_BRANCH, mes
         tree = _git(repo, "write-tree", env=env)
     finally:
         index.unlink(missing_ok=True)
-    parent = subprocess.run(["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}"], cwd=repo,
-                            capture_output=True).stdout.decode().strip()
-    commit = _git(repo, "commit-tree", tree, *(["-p", parent] if parent else []), "-m", message, env=env)
+    parent = ["-p", f"refs/heads/{branch}"] if _ref_exists(repo, f"refs/heads/{branch}") else []
+    commit = _git(repo, "commit-tree", tree, *parent, "-m", message, env=env)
     _git(repo, "update-ref", f"refs/heads/{branch}", commit)
     return commit
 
@@ -128,8 +135,7 @@ def restore_state(carried: Path, repo: Path = ROOT, branch: str = STATE_BRANCH) 
     if (carried / "adapter" / "adapter_config.json").is_file():
         return []
     refs = [f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"]  # a fresh clone has only the remote's
-    found = [r for r in refs if not subprocess.run(["git", "rev-parse", "--verify", "-q", r], cwd=repo,
-                                                    capture_output=True).returncode]
+    found = [r for r in refs if _ref_exists(repo, r)]
     if not found:
         return []
     branch = found[0]
@@ -169,8 +175,7 @@ def prepare(args) -> dict:
     if args.max_piece_bytes:
         room = min(room, args.max_piece_bytes)
     extras = [dest / "distill.jsonl.xz", dest / "adapter"]  # an earlier lease's data and adapter ride with the job
-    extra_bytes = sum(f.stat().st_size for e in extras if e.exists() for f in ([e] if e.is_file() else e.rglob("*"))
-                      if f.is_file())
+    extra_bytes = sum(f.stat().st_size for e in extras for f in _files(e))
     first_room = room - wheel_bytes
     if first_room < 1024:
         raise PlaybookError(f"the working tree and wheels leave no room for a piece ({first_room} bytes)")
@@ -276,10 +281,17 @@ class Store:
         self.site = root / "site"
         self.home = root / "home"  # BLOCKGEN_HOME: the converted checkpoint
         self.work = root / "work"
+        self._source: Path | None = None
 
     def source(self) -> Path:
         """The package laid out as installed, from the source tree: pyproject maps some of its subpackages to
-        top-level folders (planners/, memory/), which a plain PYTHONPATH at the tree would not find."""
+        top-level folders (planners/, memory/), which a plain PYTHONPATH at the tree would not find. Built once per
+        process (fresh each process: the tree is re-sent with every run)."""
+        if self._source is None:
+            self._source = self._build_source()
+        return self._source
+
+    def _build_source(self) -> Path:
         import tomllib
 
         mapped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"].get("package-dir", {})
