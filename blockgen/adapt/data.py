@@ -186,6 +186,9 @@ def distill(
                                           temperature=temperature, top_p=0.95, seed=seed + start, cache="auto")
             answers = [(list(r.tokens), r.finish_reason == "stop") for r in results]
         for prompt, (completion, stopped) in zip(batch, answers):
+            looped = cut_loop(completion)
+            if looped < len(completion):  # a loop is not worth learning: keep the text before it, unfinished
+                completion, stopped = completion[:looped], False
             if stopped and eos is not None and (not completion or completion[-1] != eos):
                 completion.append(eos)
             if len(completion) >= 8:
@@ -194,6 +197,18 @@ def distill(
         if on_batch is not None:
             on_batch(min(start + batch_size, len(prompts)), len(prompts))
     return examples
+
+
+def cut_loop(tokens: list[int], n: int = 8) -> int:
+    """Where a completion starts to loop: the end of the first n-gram that repeats an earlier one (len(tokens) if
+    none does). Greedy answers of a small model fall into such loops; the n-gram's first copy is kept."""
+    seen: set[tuple[int, ...]] = set()
+    for end in range(n, len(tokens) + 1):
+        gram = tuple(tokens[end - n : end])
+        if gram in seen:
+            return end - n
+        seen.add(gram)
+    return len(tokens)
 
 
 def _transformers_answers(model, lm, batch: list[list[int]], max_new_tokens: int, temperature: float,

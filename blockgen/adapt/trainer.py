@@ -73,6 +73,10 @@ class AdaptConfig(Options):
     seed: int = 0
     checkpoint_every: int = Field(50, ge=1)
     device: str = "auto"
+    base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="the frozen base weights' dtype: auto = bfloat16 for a LoRA run on CUDA (the step runs "
+        "under bf16 autocast there anyway; LoRA weights, the mask embedding and the optimizer stay float32), else "
+        "float32")
 
     @field_validator("block_sizes")
     @classmethod
@@ -271,8 +275,9 @@ class _Run:
         if not resume:
             raise InvalidArgumentError("out", str(self.out), "holds a run already; pass resume=True (--resume) to "
                                        "continue it or pick a new directory")
-        stored = json.loads(self.settings.read_text())
         current = config.model_dump()
+        defaults = AdaptConfig.model_construct().model_dump()  # settings added since the run was written
+        stored = {**{k: v for k, v in defaults.items() if k in current}, **json.loads(self.settings.read_text())}
         changed = sorted(k for k in set(stored) | set(current) if k != "steps" and stored.get(k) != current.get(k))
         if changed:
             raise InvalidArgumentError(changed[0], current.get(changed[0]),
@@ -397,10 +402,16 @@ def adapt(
     max_minutes: float | None = None,
     on_progress: Callable[[AdaptProgress], None] | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
+    replan: Callable[[int, int], int] | None = None,
 ) -> AdaptResult:
     """Run (or continue) an adaptation into `out`. stop_after / max_minutes end this invocation early with a
     checkpoint (the run continues later with resume=True). on_checkpoint(out) is called after each checkpoint is
-    written (the loadable model in `out` is then complete), e.g. to copy it somewhere safe."""
+    written (the loadable model in `out` is then complete), e.g. to copy it somewhere safe.
+
+    replan(steps_done, steps) is asked after every step before the learning-rate decay begins and returns the run's
+    new total of steps (e.g. sized to a deadline from the measured step time). The warm-up and the constant learning
+    rate do not depend on the total, so a run resized before its decay keeps its schedule (a block-size curriculum
+    and the mask-embedding noise stretch with the total)."""
     from accelerate import Accelerator
 
     from blockgen.models.attention import AttentionKind
@@ -411,7 +422,13 @@ def adapt(
     run.check_settings(config, resume)
     accelerator = Accelerator(cpu=config.device == "cpu",
                               mixed_precision="bf16" if torch.cuda.is_available() and config.device != "cpu" else "no")
-    lm = load(_base_name(config.base), device=accelerator.device, dtype="float32")
+    base_dtype = config.base_dtype
+    if base_dtype == "auto":
+        base_dtype = "bfloat16" if accelerator.device.type == "cuda" and config.lora_rank is not None else "float32"
+    if base_dtype == "bfloat16" and config.lora_rank is None:
+        raise InvalidArgumentError("base_dtype", config.base_dtype, "bfloat16 base weights need a LoRA run "
+                                   "(full fine-tuning keeps float32 master weights)")
+    lm = load(_base_name(config.base), device=accelerator.device, dtype=base_dtype, quantize=None)
     if lm.family.attention is not AttentionKind.CAUSAL:
         raise InvalidArgumentError("base", config.base, f"is already a {lm.family.attention.value} model; "
                                    "adapt takes a causal LM")
@@ -429,6 +446,9 @@ def adapt(
         with torch.random.fork_rng(devices=[]):  # LoRA's A matrices start from the run's seed
             torch.manual_seed(config.seed)
             adapter_io.add_lora(decoder, config.lora_rank, config.lora_alpha or 2 * config.lora_rank)
+        for p in decoder.parameters():  # trainable weights in float32 whatever the base's dtype
+            if p.requires_grad:
+                p.data = p.data.float()
     else:
         decoder.requires_grad_(True)
     decoder.train()
@@ -473,9 +493,13 @@ def adapt(
         accelerator.wait_for_everyone()
 
     first = state["step"]
-    last = config.steps if stop_after is None else min(config.steps, first + stop_after)
+
+    def last_step() -> int:
+        return config.steps if stop_after is None else min(config.steps, first + stop_after)
+
     window_tokens, window_start = 0, time.perf_counter()
-    for step in range(first, last):
+    step = first
+    while step < last_step():
         block = config.block_size_at(step)
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
@@ -507,9 +531,14 @@ def adapt(
             elapsed = time.perf_counter() - window_start
             on_progress(AdaptProgress("train", step + 1, config.steps, value,
                                       window_tokens / elapsed if elapsed else None, block, config.lr_at(step)))
+        if replan is not None and step + 1 < config.steps * (1 - config.decay_fraction):
+            steps = max(step + 2, int(replan(step + 1, config.steps)))
+            if steps != config.steps:
+                config = config.model_copy(update={"steps": steps})
         out_of_time = max_minutes is not None and time.perf_counter() - start_time > max_minutes * 60
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == last or out_of_time:
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == last_step() or out_of_time:
             checkpoint()
+        step += 1
         if out_of_time:
             break
     if state["step"] == first:

