@@ -149,6 +149,25 @@ def _adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from blockgen.errors import InvalidArgumentError
+
+    try:
+        from blockgen.serve import run
+    except ImportError as exc:
+        raise InvalidArgumentError("serve", exc.name, "the server needs its extra: pip install "
+                                   "'blockgen-diffusion[serve]'") from None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"blockgen: warning: serving on {args.host} without --api-key: anyone who can reach it may use it",
+              file=sys.stderr)
+    lm = _load(args)
+    print(f"blockgen: serving {lm.name} as {args.served_name or lm.name!r} on http://{args.host}:{args.port}/v1 "
+          f"(loaded in {lm.load_seconds:.1f}s; document jobs in {args.jobs_dir})", file=sys.stderr)
+    run(lm, host=args.host, port=args.port, model_name=args.served_name, api_key=args.api_key,
+        jobs_dir=args.jobs_dir, max_batch=args.max_batch, image_model=args.image_model, log_level=args.log_level)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every option flag comes from its options model (GenerationConfig, WriterConfig, AdaptConfig): declared there
     once, with its type, choices, default and description."""
@@ -186,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--stop-after", type=int, help="stop this invocation after N steps (checkpointed)")
     ad.add_argument("--max-minutes", type=float, help="stop this invocation after this long (checkpointed)")
     ad.set_defaults(run=_adapt)
+    srv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (completions, chat, document jobs)")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1")
+    srv.add_argument("--served-name", help="the model id clients ask for (default: the --model value)")
+    srv.add_argument("--jobs-dir", default="blockgen-jobs", help="where document jobs live; unfinished ones resume "
+                     "at start (default: blockgen-jobs)")
+    srv.add_argument("--max-batch", type=int, default=32, help="rows decoded together at most (default: 32)")
+    srv.add_argument("--image-model", help="a local diffusers text-to-image pipeline directory for documents")
+    srv.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _add_model_options(srv)
+    srv.set_defaults(run=_serve)
     info = sub.add_parser("info", help="load a model and describe it")
     _add_model_options(info)
     info.set_defaults(run=_info)

@@ -31,6 +31,7 @@ LAYERS = {
     "blockgen.flags": 6,  # the CLI's flags, built from the options models
     "blockgen.api": 6,
     "blockgen.integrations": 6,
+    "blockgen.serve": 6,  # the HTTP server
     "blockgen": 6,  # the package's __init__: a face
 }
 # packages of one layer that must not import one another

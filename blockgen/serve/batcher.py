@@ -1,0 +1,299 @@
+"""The batcher: requests that arrive together are decoded together, in one engine batch.
+
+Every choice of every request is a `Row` (token-id prompt, its own options, a callback for its updates). A
+background thread takes waiting rows in arrival order and decodes as many as share the decode-relevant options as
+one batch with `blockgen.engine.decode` (rows of different lengths are left-padded to a common block column; each
+row finishes alone and leaves the batch). A row's own length limit and stop strings are applied through the loop's
+`stop_check`, so rows with different `max_tokens` or `stop` share a batch; so is a cancelled row (its client went
+away), which then retires at the next pass and frees its place.
+
+Rows join a batch when it is formed: rows that arrive while a batch runs wait for the next one (the engine lays a
+batch out once, at its start). Batches follow one another back to back, and the first rows waiting after a batch
+are gathered for a few milliseconds until as many rows as the last batch had are back, so closed-loop clients
+settle into full batches.
+
+Greedy rows give what each would give alone: the batch's maximum length only matters for block-diffusion layouts
+(the last block of a shorter row would differ), so for block sizes above one the length is part of the batch key;
+seeded sampling (temperature > 0 with a seed) runs as its own batch so that a seed reproduces its answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from blockgen.engine import FinishEvent, GenerationConfig, StepEvent, decode, resolve_cache
+from blockgen.errors import InvalidArgumentError
+
+log = logging.getLogger("blockgen.serve")
+
+
+class ContextError(InvalidArgumentError):
+    """A prompt and its max_tokens that do not fit the model's context."""
+
+
+@dataclass
+class Update:
+    """What a row's client hears: new text, the row's tokens so far, and the finish reason on the last update (or
+    the error that ended its batch)."""
+
+    text: str
+    tokens: int
+    finish_reason: str | None = None
+    error: Exception | None = None
+
+
+@dataclass(eq=False)
+class Row:
+    """One sequence to decode: a prompt's choice. `emit` is called from the batcher's thread."""
+
+    prompt: list[int]
+    config: GenerationConfig
+    emit: Callable[[Update], None]
+    key: tuple
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    reason: str | None = None  # set when the batcher's stop_check ends the row ("stop" / "length")
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+class RowText:
+    """Incremental text of one row, released once final: never half a UTF-8 character, never the start of what may
+    still become a stop string; the final text ends before the first stop string."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...]):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.sent = ""
+
+    def _text(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def stop_cut(self, tokens: list[int]) -> int | None:
+        """The number of tokens before the first stop string, or None when the text holds none."""
+        if not self.stops:
+            return None
+        text = self._text(tokens)
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        if not hits:
+            return None
+        first = min(hits)
+        n = len(tokens)
+        while n > 0 and len(self._text(tokens[:n])) > first:
+            n -= 1
+        return n
+
+    def advance(self, tokens: list[int], final: bool) -> str:
+        """The text not sent yet that may be sent now."""
+        text = self._text(tokens)
+        if final:
+            for stop in self.stops:
+                text = text.split(stop, 1)[0]
+            end = len(text)
+        else:
+            end = len(text.rstrip("\ufffd"))
+            for stop in self.stops:  # hold back a tail that could grow into this stop string
+                for k in range(min(len(stop) - 1, end), 0, -1):
+                    if text[end - k : end] == stop[:k]:
+                        end -= k
+                        break
+        if end <= len(self.sent) or not text.startswith(self.sent):
+            return ""
+        delta, self.sent = text[len(self.sent) : end], text[:end]
+        return delta
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    rows: int = 0
+    largest: int = 0
+    cancelled: int = 0
+
+    def as_dict(self) -> dict:
+        return {"batches": self.batches, "rows": self.rows, "largest_batch": self.largest,
+                "cancelled_rows": self.cancelled}
+
+
+class Batcher:
+    """Decodes waiting rows in batches on one background thread; `gate` is held for each pass of the decode loop."""
+
+    def __init__(self, lm, gate, *, max_batch: int = 32, gather_seconds: float = 0.01):
+        if max_batch < 1:
+            raise InvalidArgumentError("max_batch", max_batch, "must be at least 1")
+        self.lm, self.gate = lm, gate
+        self.max_batch, self.gather_seconds = max_batch, gather_seconds
+        self.stats = BatchStats()
+        self._pending: deque[Row] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._last_size, self._last_end = 1, 0.0
+        self._solo = itertools.count()
+        self._current: list[Row] = []  # the running batch
+        self._thread = threading.Thread(target=self._run, name="blockgen-batcher", daemon=True)
+
+    # ---- the request side
+    def check(self, config: GenerationConfig, prompt_tokens: int, prompt_field: str = "prompt") -> None:
+        """Raise InvalidArgumentError for options this model cannot decode with, before any row is queued (errors
+        inside a running batch would reach its other rows too)."""
+        family = self.lm.family
+        block = config.block_for(family)
+        if family.mask_token_id is None and not (block == 1 and family.logit_shift):
+            raise InvalidArgumentError("block_size", block, f"this {family.model_type} checkpoint has no mask token, "
+                                       "so it decodes one token at a time (block_size=1)")
+        resolve_cache(config.cache, family)
+        config.make_scheduler()
+        limit = self.lm.context_limit
+        if prompt_tokens + config.max_new_tokens + block > limit:
+            raise ContextError(prompt_field, f"{prompt_tokens} tokens", f"the prompt and max_tokens="
+                               f"{config.max_new_tokens} (with {block} of block padding) exceed the model's context of "
+                               f"{limit} tokens")
+
+    def key_for(self, config: GenerationConfig) -> tuple:
+        """Rows with equal keys may share a batch (see the module's docstring)."""
+        options = config.model_dump(exclude={"max_new_tokens", "stop", "seed"})
+        if config.block_for(self.lm.family) > 1:
+            options["max_new_tokens"] = config.max_new_tokens
+        if config.temperature > 0 and config.seed is not None:
+            options["seed"] = (config.seed, next(self._solo))  # a batch of its own: the seed reproduces the answer
+        return tuple(sorted((k, repr(v)) for k, v in options.items()))
+
+    def submit(self, rows: list[Row]) -> None:
+        with self._cond:
+            if self._stopping:
+                raise RuntimeError("the server is shutting down")
+            self._pending.extend(rows)
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # ---- lifecycle
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking rows, cancel those waiting and running, and wait for the thread."""
+        with self._cond:
+            self._stopping = True
+            waiting = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for row in waiting:
+            row.cancel()
+        self._running_cancel()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # ---- the batcher's thread
+    def _running_cancel(self) -> None:
+        for row in list(self._current):
+            row.cancel()
+
+    def _take(self) -> list[Row]:
+        """The next batch: the oldest waiting row and the rows after it with the same key that fit with it."""
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return []
+            # gather: right after a batch, wait briefly until as many rows as it had are back; after a quiet spell,
+            # give a burst of arrivals the whole window
+            recent = time.monotonic() - self._last_end < 1.0
+            target = min(self.max_batch, self._last_size if recent else self.max_batch)
+            deadline = time.monotonic() + self.gather_seconds
+            while len(self._pending) < target and not self._stopping:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            live = [row for row in self._pending if not row.cancelled.is_set()]
+            self.stats.cancelled += len(self._pending) - len(live)
+            if not live:
+                self._pending.clear()
+                return []
+            key = live[0].key
+            block = live[0].config.block_for(self.lm.family)
+            chosen, longest, most = [], 0, 0
+            for row in live:
+                if row.key != key or len(chosen) >= self.max_batch:
+                    continue
+                new_longest, new_most = max(longest, len(row.prompt)), max(most, row.config.max_new_tokens)
+                if chosen and new_longest + new_most + block > self.lm.context_limit:
+                    continue  # fits alone (checked on arrival), not with these: it leads a later batch
+                chosen.append(row)
+                longest, most = new_longest, new_most
+            taken = set(map(id, chosen))
+            self._pending = deque(row for row in live if id(row) not in taken)
+            return chosen
+
+    def _run(self) -> None:
+        while True:
+            rows = self._take()
+            if not rows:
+                if self._stopping:
+                    return
+                continue
+            self._current = rows
+            try:
+                self._decode(rows)
+            except Exception as exc:  # an engine error ends this batch's rows, not the server
+                log.exception("a batch of %d rows failed", len(rows))
+                for row in rows:
+                    if not row.cancelled.is_set():
+                        row.emit(Update("", 0, None, error=exc))
+            finally:
+                self._current = []
+                self._last_size, self._last_end = len(rows), time.monotonic()
+
+    def _decode(self, rows: list[Row]) -> None:
+        lm = self.lm
+        self.stats.batches += 1
+        self.stats.rows += len(rows)
+        self.stats.largest = max(self.stats.largest, len(rows))
+        lead = rows[0].config
+        config = GenerationConfig.build(**(lead.model_dump() | {
+            "max_new_tokens": max(r.config.max_new_tokens for r in rows), "stop": ()}))
+        texts = [RowText(lm.tokenizer, row.config.stop) for row in rows]
+
+        def stop_check(i: int, tokens: list[int]) -> int | None:
+            row = rows[i]
+            if row.cancelled.is_set():
+                return len(tokens)
+            cut = texts[i].stop_cut(tokens)
+            if cut is not None:
+                row.reason = "stop"
+                return cut
+            if len(tokens) >= row.config.max_new_tokens:
+                row.reason = "length"
+                return row.config.max_new_tokens
+            return None
+
+        settings = config.decode_settings(lm.family, lm.device, lm.stop_token_ids)
+        events = decode(lm.model, lm.family, config.make_scheduler(), [row.prompt for row in rows], settings,
+                        stop_check)
+        while True:
+            with self.gate:
+                event = next(events, None)
+            if event is None:
+                return
+            if isinstance(event, StepEvent):
+                for i, tokens in event.stable.items():
+                    if rows[i].cancelled.is_set():
+                        continue
+                    text = texts[i].advance(tokens, final=False)
+                    if text:
+                        rows[i].emit(Update(text, len(tokens)))
+            elif isinstance(event, FinishEvent):
+                row = rows[event.row]
+                if row.cancelled.is_set():
+                    self.stats.cancelled += 1
+                    continue
+                text = texts[event.row].advance(event.tokens, final=True)
+                row.emit(Update(text, len(event.tokens), row.reason or event.reason))

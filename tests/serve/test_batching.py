@@ -1,0 +1,99 @@
+"""A bounded load test on loopback: concurrent streaming clients are decoded in shared batches, each answer equals
+the request's answer alone, none is lost; a client that goes away frees its row and the server stays healthy."""
+
+import asyncio
+import time
+
+import httpx
+from openai import AsyncOpenAI, OpenAI
+
+from blockgen.serve.batcher import RowText
+
+CLIENTS = 32
+
+
+def _request(i: int) -> dict:
+    """Prompts of different lengths and lengths of answer: they still share batches (an AR model)."""
+    words = " ".join(["tide"] * (i % 7))
+    return dict(messages=[{"role": "user", "content": f"Question {i}: {words} why?"}], max_tokens=6 + (i * 5) % 29)
+
+
+async def _stream_all(url: str, n: int) -> list[tuple[str, str, int]]:
+    client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+    async def one(i: int):
+        stream = await client.chat.completions.create(model="tiny", stream=True,
+                                                      stream_options={"include_usage": True}, **_request(i))
+        text, reason, tokens = "", None, None
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                reason = chunk.choices[0].finish_reason or reason
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+        return text, reason, tokens
+
+    try:
+        return await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        await client.close()
+
+
+def test_32_concurrent_streams_each_equal_their_answer_alone(ar_lm, serve):
+    url = serve(ar_lm, model_name="tiny", max_batch=64)
+    alone = [ar_lm.generate_results(_request(i)["messages"], chat=True,
+                                    max_new_tokens=_request(i)["max_tokens"])[0] for i in range(CLIENTS)]
+    answers = asyncio.run(_stream_all(url, CLIENTS))
+    assert len(answers) == CLIENTS
+    for i, (text, reason, tokens) in enumerate(answers):
+        assert (text, reason, tokens) == (alone[i].text, alone[i].finish_reason, len(alone[i].tokens)), i
+    stats = httpx.get(f"{url}/health").json()
+    assert stats["rows"] == CLIENTS and stats["cancelled_rows"] == 0
+    assert stats["batches"] < CLIENTS and stats["largest_batch"] > 1  # requests were decoded together
+
+
+def test_block_diffusion_rows_batch_and_equal_their_answer_alone(bd_lm, serve):
+    url = serve(bd_lm, model_name="bd")
+    options = dict(block_size=4, threshold=0.5)
+    prompts = ["The tide", "A lighthouse keeper found", "Why", "The sea is wide and the night"]
+    alone = [bd_lm.generate(p, max_new_tokens=16, **options) for p in prompts]
+
+    async def run():
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        replies = await asyncio.gather(*(client.completions.create(model="bd", prompt=p, max_tokens=16,
+                                                                   extra_body=options) for p in prompts))
+        await client.close()
+        return [r.choices[0].text for r in replies]
+
+    assert asyncio.run(run()) == alone
+
+
+def test_a_client_that_goes_away_frees_its_row(ar_lm, serve):
+    url = serve(ar_lm, model_name="tiny")
+    client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    long = dict(messages=[{"role": "user", "content": "Go on forever."}], max_tokens=3500)
+    stream = client.chat.completions.create(model="tiny", stream=True, **long)
+    received = 0
+    for chunk in stream:
+        received += bool(chunk.choices and chunk.choices[0].delta.content)
+        if received == 3:
+            break
+    stream.close()  # the client goes away mid-stream
+    start = time.monotonic()
+    while httpx.get(f"{url}/health").json()["cancelled_rows"] < 1:
+        assert time.monotonic() - start < 10, "the abandoned row was never retired"
+        time.sleep(0.02)
+    # it retired long before its 3,500 tokens: the next request is served at once, as the one alone would be
+    messages = [{"role": "user", "content": "hello"}]
+    reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8)
+    assert reply.choices[0].message.content == ar_lm.generate(messages, chat=True, max_new_tokens=8)
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok" and health["waiting_rows"] == 0 and health["cancelled_rows"] == 1
+
+
+def test_row_text_holds_back_what_may_become_a_stop_string(tokenizer):
+    ids = tokenizer("the tide turns", add_special_tokens=False)["input_ids"]
+    text = RowText(tokenizer, ("tide turns",))
+    n = len(tokenizer("the ti", add_special_tokens=False)["input_ids"])
+    assert text.advance(ids[:n], final=False) == "the "  # "ti" may be the start of the stop string
+    assert text.stop_cut(ids) is not None and text.advance(ids, final=True) == ""
