@@ -321,14 +321,31 @@ class _Loop:
         slot = torch.full((rows.width + 1,), -1, dtype=torch.long, device=self.device)
         slot[plan.columns] = torch.arange(len(plan.columns), device=self.device)
         present = wanted[slot[wanted] >= 0]
-        out = self.model(rows.x[:, plan.columns], positions=rows.positions[:, plan.columns], attention=self.attention,
-                         cache=cache, write_cache=plan.write, token_mask=rows.valid[:, plan.columns],
-                         logits_at=slot[present])
+        if self._one_prompt(plan):  # e.g. a writer's candidates: the shared prompt runs once
+            single = KVCache.for_model(self.model, 1, cache.capacity)
+            out = self.model(rows.x[:1, plan.columns], positions=rows.positions[:1, plan.columns],
+                             attention=self.attention, cache=single, write_cache=True,
+                             token_mask=rows.valid[:1, plan.columns], logits_at=slot[present])
+            cache.fill_from(single)
+            out = out.expand(len(rows.ids), *out.shape[1:]).contiguous()
+        else:
+            out = self.model(rows.x[:, plan.columns], positions=rows.positions[:, plan.columns],
+                             attention=self.attention, cache=cache, write_cache=plan.write,
+                             token_mask=rows.valid[:, plan.columns], logits_at=slot[present])
         if plan.trim_after is not None:
             cache.trim(plan.trim_after)
         if self.cache_mode == "exact":
             self.cached_upto = self.rows.block.start
         return dict(zip(present.tolist(), out.unbind(1)))
+
+    def _one_prompt(self, plan: _Pass) -> bool:
+        """Whether this is the exact cache's first pass over rows that are one and the same (tokens, positions and
+        padding alike), so one row's pass stands for all."""
+        rows = self.rows
+        if self.cache_mode != "exact" or self.cached_upto or not plan.write or len(rows.ids) < 2 or self.cache.length:
+            return False
+        columns = plan.columns
+        return all(bool((t[:, columns] == t[:1, columns]).all()) for t in (rows.x, rows.positions, rows.valid))
 
     # ---- phase 2: one block step
     def _pass(self, step: int, clock: int, masks_before: torch.Tensor) -> tuple[StepEvent, int]:

@@ -82,6 +82,19 @@ class KVCache:
         if valid is not None:
             self._padded_upto = self.length
 
+    def fill_from(self, other: "KVCache") -> None:
+        """Every row of this empty cache becomes the one row of `other` (rows that share a prompt: the prompt runs
+        once, its keys and values are copied to each row)."""
+        if self.length or other.batch_size != 1 or other.capacity > self.capacity:
+            raise InvalidArgumentError("other", f"{other.batch_size} rows, {other.capacity} slots",
+                                       "must be one row that fits this empty cache")
+        n = other.length
+        self.keys[:, :, :, :n] = other.keys[:, :, :, :n]
+        self.values[:, :, :, :n] = other.values[:, :, :, :n]
+        self.positions[:, :n] = other.positions[:, :n]
+        self.valid[:, :n] = other.valid[:, :n]
+        self.length, self._padded_upto = n, other._padded_upto
+
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only these batch rows (finished sequences leave the batch)."""
         self.keys, self.values = self.keys[:, rows], self.values[:, rows]

@@ -22,3 +22,11 @@ def llada_lm(tmp_path_factory):
     """LLaDA names and family: bidirectional, no shift."""
     reference = tiny_hf_model("llama", num_key_value_heads=4, initializer_range=0.5, seed=2)
     return blockgen.load(write_llada_checkpoint(reference, tmp_path_factory.mktemp("llada") / "ckpt"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def ar_lm(tmp_path_factory):
+    """A plain causal LM (AR mode: block size 1, no mask token)."""
+    from helpers import save_checkpoint
+
+    return blockgen.load(save_checkpoint(tiny_hf_model(), tmp_path_factory.mktemp("ar") / "ckpt"), device="cpu")

@@ -128,3 +128,32 @@ def test_approximate_caches_run_and_terminate_on_bidirectional(llada_lm, mode):
     assert llada_lm.family.mask_token_id not in sum(approx, [])
     # the first step of the first block sees exactly what the uncached pass sees
     assert [a[0] for a in approx] == [e[0] for e in exact] or mode == "dual"
+
+
+@pytest.mark.parametrize("lm_name,block", [("ar_lm", 1), ("block_lm", 4), ("shifted_block_lm", 4)])
+def test_rows_of_one_prompt_prefill_once_with_the_same_result(request, lm_name, block, monkeypatch):
+    """A writer's candidates share their prompt: its pass runs on one row and its keys/values are copied to the
+    others; what every row samples is what it samples when each row runs the prompt itself."""
+    import importlib
+
+    decode_module = importlib.import_module("blockgen.engine.decode")
+
+    lm = request.getfixturevalue(lm_name)
+    prompts = [_prompt(11, seed=3)] * 3
+    batches = []
+    hook = lm.model.register_forward_pre_hook(lambda _m, args: batches.append(args[0].shape))
+
+    def sampled():
+        return _run(lm, prompts, ThresholdScheduler(threshold=0.5), max_new_tokens=12, block_size=block, steps=block,
+                    cache="exact", temperature=0.9, generator=torch.Generator().manual_seed(5))
+
+    try:
+        shared = sampled()
+        assert batches[0] == (1, 12 if block == 4 else 11) and all(b[0] == 3 for b in batches[1:])
+        monkeypatch.setattr(decode_module._Loop, "_one_prompt", lambda self, plan: False)
+        batches.clear()
+        separate = sampled()
+        assert batches[0][0] == 3
+    finally:
+        hook.remove()
+    assert shared == separate and len({tuple(r) for r in shared}) > 1  # sampled apart, as before
