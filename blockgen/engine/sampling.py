@@ -16,15 +16,26 @@ def filter_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
+_NUCLEUS_K = 256  # the nucleus is looked for among this many top tokens first (a full sort only if it is wider)
+
+
 def filter_top_p(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    """Nucleus filtering: keep the most likely tokens up to and including the one whose cumulative probability
+    crosses top_p. The top _NUCLEUS_K tokens are ranked first and the vocabulary is sorted only when the nucleus is
+    wider than them (a sort of 50k-token rows at every step is a tenth of a CPU decode's time)."""
     if top_p is None or top_p >= 1.0:
         return logits
-    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    k = min(logits.shape[-1], _NUCLEUS_K)
+    ranked, order = torch.topk(logits, k, dim=-1)  # descending
+    cumulative = (ranked - torch.logsumexp(logits, -1, keepdim=True)).exp().cumsum(-1)
+    if k < logits.shape[-1] and not bool((cumulative[..., -1] > top_p).all()):
+        ranked, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = ranked.softmax(-1).cumsum(-1)
     drop = cumulative > top_p
     drop[..., 1:] = drop[..., :-1].clone()  # keep the token that crosses top_p
     drop[..., 0] = False
-    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, ~drop)
+    return logits.masked_fill(~keep, float("-inf"))
 
 
 def sample_tokens(

@@ -66,6 +66,18 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
 
 
+def _fused(parent: nn.Module, names: tuple[str, ...]) -> Int8Linear:
+    """One Int8Linear over the stacked weights of `parent`'s Linear layers `names`, which leave `parent`."""
+    layers = [getattr(parent, name) for name in names]
+    biases = [layer.bias for layer in layers]
+    bias = None if all(b is None for b in biases) else torch.cat(
+        [b if b is not None else layer.weight.new_zeros(layer.out_features) for b, layer in zip(biases, layers)])
+    fused = Int8Linear(torch.cat([layer.weight for layer in layers]), bias)
+    for name in names:
+        delattr(parent, name)
+    return fused
+
+
 def quantize_decoder(model: nn.Module, mode: str) -> nn.Module:
     """Replace the decoder's projection layers and LM head by weight-only quantized ones, in place (CPU only).
     A tied head gets its own quantized copy; the embedding lookup keeps the full-precision table."""
@@ -76,6 +88,13 @@ def quantize_decoder(model: nn.Module, mode: str) -> nn.Module:
     if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
         raise InvalidArgumentError("quantize", mode, f"needs torch.ops.aten._weight_int8pack_mm (torch "
                                    f"{torch.__version__} lacks it)")
+    from blockgen.models.decoder import MLP, SelfAttention
+
+    for module in model.modules():  # layers that read one input become one kernel call (per-row scales: the same
+        if isinstance(module, SelfAttention):  # numbers as quantizing each apart)
+            module.qkv_proj = _fused(module, ("q_proj", "k_proj", "v_proj"))
+        elif isinstance(module, MLP):
+            module.gate_up_proj = _fused(module, ("gate_proj", "up_proj"))
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in PROJECTIONS:
             parent, _, child = name.rpartition(".")

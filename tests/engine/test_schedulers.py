@@ -128,3 +128,21 @@ def test_bad_scheduler_settings(make, parameter):
     with pytest.raises(InvalidArgumentError) as info:
         make()
     assert info.value.parameter == parameter
+
+
+@pytest.mark.parametrize("scale", [8.0, 0.05], ids=["narrow-nucleus", "wider-than-the-top-k"])
+def test_top_p_keeps_exactly_the_sorted_nucleus(scale):
+    """The top-k shortcut keeps the same tokens as ranking the whole vocabulary (peaked rows: the nucleus lies in the
+    top tokens; flat rows: it does not, and the full sort runs)."""
+    from blockgen.engine.sampling import filter_top_p
+
+    logits = torch.randn(3, 2, 5000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * scale
+    for top_p in (0.5, 0.9, 0.95):
+        ranked, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = ranked.softmax(-1).cumsum(-1)
+        keep_sorted = torch.cat([torch.ones_like(cumulative[..., :1], dtype=torch.bool),
+                                 cumulative[..., :-1] <= top_p], -1)
+        expected = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        kept = filter_top_p(logits, top_p) > float("-inf")
+        assert torch.equal(kept, expected), top_p
+    assert (filter_top_p(logits, 0.9) > float("-inf")).sum(-1).max() > (256 if scale < 1 else 0)

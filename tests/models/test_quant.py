@@ -37,7 +37,8 @@ def test_a_quantized_model_stays_close_and_generates(tmp_path, tie):
     path = save_checkpoint(tiny_hf_model("llama", tie=tie), tmp_path / "m")
     full = blockgen.load(path, device="cpu", dtype="float32")
     int8 = blockgen.load(path, device="cpu", dtype="float32", quantize="int8")
-    assert int8.quantize == "int8" and isinstance(int8.model.model.layers[0].self_attn.q_proj, Int8Linear)
+    attention, mlp = int8.model.model.layers[0].self_attn, int8.model.model.layers[0].mlp
+    assert int8.quantize == "int8" and isinstance(attention.qkv_proj, Int8Linear) and isinstance(mlp.down_proj, Int8Linear)
     ids = torch.randint(0, 128, (2, 17), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want, got = full.model(ids), int8.model(ids)
@@ -81,3 +82,20 @@ def test_auto_quantizes_on_cpu_in_bfloat16_only(tmp_path, monkeypatch):
     assert blockgen.load(path, device="cpu", dtype="bfloat16").quantize == "int8"
     assert blockgen.load(path, device="cpu", dtype="bfloat16", quantize=None).quantize is None
     assert blockgen.load(path, device="cpu", dtype="float32").quantize is None
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # qwen2: q/k/v carry biases
+def test_fused_projections_equal_the_layers_quantized_apart(tmp_path, arch):
+    """q/k/v (and gate/up) become one int8 layer: one kernel call instead of three, the same numbers (per-row scales
+    do not depend on the other rows)."""
+    path = save_checkpoint(tiny_hf_model(arch), tmp_path / "m")
+    full = blockgen.load(path, device="cpu", dtype="float32")
+    int8 = blockgen.load(path, device="cpu", dtype="float32", quantize="int8")
+    x = torch.randn(1, 3, full.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    attention, fused = full.model.model.layers[1].self_attn, int8.model.model.layers[1].self_attn
+    assert not hasattr(fused, "q_proj") and not hasattr(int8.model.model.layers[1].mlp, "gate_proj")
+    apart = torch.cat([Int8Linear.from_linear(getattr(attention, n))(x) for n in ("q_proj", "k_proj", "v_proj")], -1)
+    torch.testing.assert_close(fused.qkv_proj(x), apart, atol=1e-5, rtol=1e-5)
+    mlp, fused_mlp = full.model.model.layers[1].mlp, int8.model.model.layers[1].mlp
+    apart = torch.cat([Int8Linear.from_linear(mlp.gate_proj)(x), Int8Linear.from_linear(mlp.up_proj)(x)], -1)
+    torch.testing.assert_close(fused_mlp.gate_up_proj(x), apart, atol=1e-5, rtol=1e-5)
