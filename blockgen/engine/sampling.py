@@ -19,12 +19,11 @@ def filter_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
 _NUCLEUS_K = 256  # the nucleus is looked for among this many top tokens first (a full sort only if it is wider)
 
 
-def filter_top_p(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
-    """Nucleus filtering: keep the most likely tokens up to and including the one whose cumulative probability
-    crosses top_p. The top _NUCLEUS_K tokens are ranked first and the vocabulary is sorted only when the nucleus is
-    wider than them (a sort of 50k-token rows at every step is a tenth of a CPU decode's time)."""
-    if top_p is None or top_p >= 1.0:
-        return logits
+def _nucleus(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ranked logits, their token ids): the top tokens in descending order, those outside the nucleus at -inf. The
+    nucleus keeps the most likely tokens up to and including the one whose cumulative probability crosses top_p. The
+    top _NUCLEUS_K tokens are ranked first and the vocabulary is sorted only when the nucleus is wider than them (a
+    sort of 50k-token rows at every step was a tenth of a CPU decode's time)."""
     k = min(logits.shape[-1], _NUCLEUS_K)
     ranked, order = torch.topk(logits, k, dim=-1)  # descending
     cumulative = (ranked - torch.logsumexp(logits, -1, keepdim=True)).exp().cumsum(-1)
@@ -34,8 +33,15 @@ def filter_top_p(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
     drop = cumulative > top_p
     drop[..., 1:] = drop[..., :-1].clone()  # keep the token that crosses top_p
     drop[..., 0] = False
-    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, ~drop)
-    return logits.masked_fill(~keep, float("-inf"))
+    return ranked.masked_fill(drop, float("-inf")), order
+
+
+def filter_top_p(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    """The logits with every token outside the nucleus at -inf."""
+    if top_p is None or top_p >= 1.0:
+        return logits
+    ranked, order = _nucleus(logits, top_p)
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, ranked)
 
 
 def sample_tokens(
@@ -53,10 +59,14 @@ def sample_tokens(
         raise InvalidArgumentError("top_p", top_p, "must be in (0, 1]")
     if temperature == 0.0:
         return logits.argmax(dim=-1)
-    filtered = filter_top_p(filter_top_k(logits.double(), top_k), top_p)
+    filtered = filter_top_k(logits.double(), top_k)
+    order = None
+    if top_p is not None and top_p < 1.0:  # draw among the ranked nucleus only, not the whole vocabulary
+        filtered, order = _nucleus(filtered, top_p)
     noise = torch.rand(filtered.shape, dtype=torch.float64, device=filtered.device, generator=generator)
     # argmax(exp(l) / (-log u)^T) == argmax(l / T + Gumbel): LLaDA's float64 form
-    return (filtered.exp() / (-torch.log(noise)) ** temperature).argmax(dim=-1)
+    picked = (filtered.exp() / (-torch.log(noise)) ** temperature).argmax(dim=-1)
+    return picked if order is None else order.gather(-1, picked[..., None])[..., 0]
 
 
 def confidence_of(

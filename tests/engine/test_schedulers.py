@@ -146,3 +146,18 @@ def test_top_p_keeps_exactly_the_sorted_nucleus(scale):
         kept = filter_top_p(logits, top_p) > float("-inf")
         assert torch.equal(kept, expected), top_p
     assert (filter_top_p(logits, 0.9) > float("-inf")).sum(-1).max() > (256 if scale < 1 else 0)
+
+
+def test_top_p_draws_follow_the_renormalized_nucleus():
+    """Draws among the ranked nucleus only: each kept token as often as its probability renormalized over the
+    nucleus, none outside it, at any temperature the same support."""
+    base = torch.full((600,), -8.0)
+    base[:4] = torch.tensor([2.0, 1.5, 1.0, 0.2])
+    logits = base.repeat(4000, 1)
+    draws = sample_tokens(logits, temperature=1.0, top_p=0.8, generator=torch.Generator().manual_seed(1))
+    probs = base.double().softmax(-1)
+    kept = int((probs.cumsum(-1) <= 0.8).sum()) + 1  # up to and including the token that crosses 0.8
+    assert set(draws.tolist()) == set(range(kept))
+    want = probs[:kept] / probs[:kept].sum()
+    freq = torch.bincount(draws, minlength=kept)[:kept].double() / len(draws)
+    assert torch.allclose(freq, want, atol=0.03), (freq, want)
