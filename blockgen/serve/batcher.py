@@ -8,9 +8,10 @@ row finishes alone and leaves the batch). A row's own length limit and stop stri
 away), which then retires at the next pass and frees its place.
 
 Rows join a batch when it is formed: rows that arrive while a batch runs wait for the next one (the engine lays a
-batch out once, at its start). Batches follow one another back to back, and the first rows waiting after a batch
-are gathered for a few milliseconds until as many rows as the last batch had are back, so closed-loop clients
-settle into full batches.
+batch out once, at its start, and keeps its rows' keys and values in one cache). Batches follow one another back to
+back. Before a batch starts, arrivals are gathered briefly: right after a batch, until as many rows as it had are
+back (clients that send their next request as soon as an answer ends), for at most a few of its decoding steps;
+after a quiet spell, for a short window that lets a burst of arrivals start together.
 
 Greedy rows give what each would give alone: the batch's maximum length only matters for block-diffusion layouts
 (the last block of a shorter row would differ), so for block sizes above one the length is part of the batch key;
@@ -58,6 +59,7 @@ class Row:
     key: tuple
     cancelled: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None  # set when the batcher's stop_check ends the row ("stop" / "length")
+    arrived: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -123,16 +125,20 @@ class BatchStats:
 class Batcher:
     """Decodes waiting rows in batches on one background thread; `gate` is held for each pass of the decode loop."""
 
-    def __init__(self, lm, gate, *, max_batch: int = 32, gather_seconds: float = 0.01):
+    BURST_SECONDS = 0.05  # after a quiet spell, arrivals within this window start together
+    QUIET_SECONDS = 1.0  # no batch for this long: the next arrivals are a new burst
+    MAX_WAIT_SECONDS = 0.25  # right after a batch, wait at most this long for its clients to come back
+
+    def __init__(self, lm, gate, *, max_batch: int = 32):
         if max_batch < 1:
             raise InvalidArgumentError("max_batch", max_batch, "must be at least 1")
         self.lm, self.gate = lm, gate
-        self.max_batch, self.gather_seconds = max_batch, gather_seconds
+        self.max_batch = max_batch
         self.stats = BatchStats()
         self._pending: deque[Row] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._last_size, self._last_end = 1, 0.0
+        self._last_size, self._last_end, self._last_step = 1, 0.0, 0.0
         self._solo = itertools.count()
         self._current: list[Row] = []  # the running batch
         self._thread = threading.Thread(target=self._run, name="blockgen-batcher", daemon=True)
@@ -203,11 +209,13 @@ class Batcher:
                 self._cond.wait()
             if self._stopping:
                 return []
-            # gather: right after a batch, wait briefly until as many rows as it had are back; after a quiet spell,
-            # give a burst of arrivals the whole window
-            recent = time.monotonic() - self._last_end < 1.0
-            target = min(self.max_batch, self._last_size if recent else self.max_batch)
-            deadline = time.monotonic() + self.gather_seconds
+            # gather (see the module's docstring)
+            if self._pending[0].arrived - self._last_end < self.QUIET_SECONDS:
+                target = min(self.max_batch, self._last_size)
+                deadline = self._last_end + min(self.MAX_WAIT_SECONDS, 3 * self._last_step)
+            else:
+                target = self.max_batch
+                deadline = self._pending[0].arrived + self.BURST_SECONDS
             while len(self._pending) < target and not self._stopping:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -241,8 +249,9 @@ class Batcher:
                     return
                 continue
             self._current = rows
+            start, passes = time.monotonic(), 0
             try:
-                self._decode(rows)
+                passes = self._decode(rows)
             except Exception as exc:  # an engine error ends this batch's rows, not the server
                 log.exception("a batch of %d rows failed", len(rows))
                 for row in rows:
@@ -251,8 +260,10 @@ class Batcher:
             finally:
                 self._current = []
                 self._last_size, self._last_end = len(rows), time.monotonic()
+                self._last_step = (self._last_end - start) / max(passes, 1)
 
-    def _decode(self, rows: list[Row]) -> None:
+    def _decode(self, rows: list[Row]) -> int:
+        """Decode one batch, sending each row's updates; returns the number of passes it took."""
         lm = self.lm
         self.stats.batches += 1
         self.stats.rows += len(rows)
@@ -278,12 +289,14 @@ class Batcher:
         settings = config.decode_settings(lm.family, lm.device, lm.stop_token_ids)
         events = decode(lm.model, lm.family, config.make_scheduler(), [row.prompt for row in rows], settings,
                         stop_check)
+        passes = 0
         while True:
             with self.gate:
                 event = next(events, None)
             if event is None:
-                return
+                return passes
             if isinstance(event, StepEvent):
+                passes += 1
                 for i, tokens in event.stable.items():
                     if rows[i].cancelled.is_set():
                         continue
