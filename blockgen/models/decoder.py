@@ -28,10 +28,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        # normalized in float32, cast back, then scaled (as LLaMA's RMSNorm); one fused op for the normalization
+        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -50,17 +48,23 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, write: bool):
         b, t, _ = x.shape
-        if self.qkv_proj is not None:
-            q, k, v = self.qkv_proj(x).split(self.qkv_sizes, dim=-1)
+        heads, kv_heads, dim = self.num_heads, self.num_kv_heads, self.head_dim
+        if self.qkv_proj is not None:  # fused: q and k rotate in one call, as one run of heads
+            qk, v = self.qkv_proj(x).split((self.qkv_sizes[0] + self.qkv_sizes[1], self.qkv_sizes[2]), dim=-1)
+            qk = qk.view(b, t, heads + kv_heads, dim)
+            if hasattr(self, "q_norm"):
+                qk = torch.cat((self.q_norm(qk[:, :, :heads]), self.k_norm(qk[:, :, heads:])), dim=2)
+            qk = apply_rotary(qk.transpose(1, 2), cos, sin)  # (B, H + Hkv, T, D)
+            q, k = qk[:, :heads], qk[:, heads:]
+            v = v.view(b, t, kv_heads, dim).transpose(1, 2)
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(b, t, self.num_heads, self.head_dim)
-        k = k.view(b, t, self.num_kv_heads, self.head_dim)
-        v = v.view(b, t, self.num_kv_heads, self.head_dim)
-        if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            q = self.q_proj(x).view(b, t, heads, dim)
+            k = self.k_proj(x).view(b, t, kv_heads, dim)
+            v = self.v_proj(x).view(b, t, kv_heads, dim)
+            if hasattr(self, "q_norm"):
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, T, D)
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
             k, v = cache.keys_values(layer, k, v, write)  # (B, Hkv, S + T, D)
         grouped = self.num_kv_heads != self.num_heads

@@ -84,7 +84,7 @@ def test_auto_quantizes_on_cpu_in_bfloat16_only(tmp_path, monkeypatch):
     assert blockgen.load(path, device="cpu", dtype="float32").quantize is None
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])  # qwen2: q/k/v carry biases
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "qwen3"])  # qwen2: q/k/v carry biases; qwen3: q/k norms
 def test_fused_projections_equal_the_layers_quantized_apart(tmp_path, arch):
     """q/k/v (and gate/up) become one int8 layer: one kernel call instead of three, the same numbers (per-row scales
     do not depend on the other rows)."""
@@ -99,3 +99,19 @@ def test_fused_projections_equal_the_layers_quantized_apart(tmp_path, arch):
     mlp, fused_mlp = full.model.model.layers[1].mlp, int8.model.model.layers[1].mlp
     apart = torch.cat([Int8Linear.from_linear(mlp.gate_proj)(x), Int8Linear.from_linear(mlp.up_proj)(x)], -1)
     torch.testing.assert_close(fused_mlp.gate_up_proj(x), apart, atol=1e-5, rtol=1e-5)
+    # and the whole model: fused, as the layers quantized apart (the path with three projections and two rotations)
+    for layer in int8.model.model.layers:
+        attn = layer.self_attn
+        weights = attn.qkv_proj.dequantized().split(attn.qkv_sizes)
+        biases = attn.qkv_proj.bias.split(attn.qkv_sizes) if attn.qkv_proj.bias is not None else (None,) * 3
+        for name, w, bias in zip(("q_proj", "k_proj", "v_proj"), weights, biases):
+            linear = torch.nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+            linear.weight.data, linear.bias = w, None if bias is None else torch.nn.Parameter(bias)
+            setattr(attn, name, Int8Linear.from_linear(linear))
+    ids = torch.randint(0, 128, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        fused_logits = int8.model(ids)
+        for layer in int8.model.model.layers:
+            layer.self_attn.qkv_proj = None
+        apart_logits = int8.model(ids)
+    torch.testing.assert_close(fused_logits, apart_logits, atol=1e-4, rtol=1e-4)
