@@ -25,7 +25,7 @@ import time
 import torch
 
 import blockgen
-from blockgen.runtime import auto_dtype, cpu_bf16
+from blockgen.runtime import auto_dtype, auto_quantize, cpu_bf16
 
 PROMPT = "Write a detailed report on how tides work, with sections on the moon, the sun and coastal effects."
 
@@ -149,8 +149,11 @@ def main() -> None:
     variants = [("float32", torch.float32, None)]
     if cpu_bf16():
         variants.append(("bfloat16", torch.bfloat16, None))
-    variants.append(("int8 weights, bfloat16 (the automatic choice)" if cpu_bf16() else "int8 weights, float32",
-                     torch.bfloat16 if cpu_bf16() else torch.float32, "int8"))
+    low = torch.bfloat16 if cpu_bf16() else torch.float32
+    automatic = auto_quantize(torch.device("cpu"), low)
+    for mode in ("int8", "int4"):
+        label = f"{mode} weights, {str(low).removeprefix('torch.')}"
+        variants.append((label + (" (the automatic choice)" if mode == automatic else ""), low, mode))
     raw = {}
     for label, dtype, quantize in variants:
         lm = base if (dtype == torch.float32 and quantize is None) else blockgen.load(
@@ -180,7 +183,7 @@ def main() -> None:
 
     if args.writer_words:
         tps, seconds = bench_writer(args.writer_words)
-        decoder = raw[(torch.bfloat16, "int8")] if cpu_bf16() else raw[(torch.float32, None)]  # as load() picks
+        decoder = raw[(low, automatic)]  # as load() picks
         print(f"\nwriter, write_report('how tides work', words={args.writer_words}), automatic dtype and quantization: "
               f"{seconds:.0f} s, "
               f"{tps:.1f} kept tokens/s = {tps / decoder:.2f}x the AR decoder's raw {decoder:.1f} tok/s "

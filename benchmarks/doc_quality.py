@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--dtype", default="auto", help="of the model that writes (the judge is always float32)")
-    parser.add_argument("--quantize", choices=["auto", "int8", "none"], default="auto", help="of the model that writes")
+    parser.add_argument("--quantize", choices=["auto", "int8", "int4", "none"], default="auto", help="of the model that writes")
     parser.add_argument("options", nargs="*", help="writer options, key=value (e.g. candidates=1)")
     args = parser.parse_args()
     options = dict(_option(o) for o in args.options)

@@ -13,7 +13,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="'default', a checkpoint directory or a .gguf file")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
-    parser.add_argument("--quantize", choices=["auto", "int8", "none"], default="auto",
+    parser.add_argument("--quantize", choices=["auto", "int8", "int4", "none"], default="auto",
                         help="CPU: weight-only int8 linear layers (auto: with bfloat16 on CPU)")
 
 

@@ -1,6 +1,11 @@
-"""Weight-only int8 quantization for CPU inference: the decoder's linear layers (and its LM head) keep their weights
-as int8 with one scale per output row, and multiply through PyTorch's own int8 weight-only kernel
-(`aten._weight_int8pack_mm`, the one gpt-fast uses); activations stay in the model's dtype.
+"""Weight-only quantization for CPU inference: the decoder's linear layers (and its LM head) keep their weights in
+few bits and multiply through PyTorch's own weight-only kernels (the ones gpt-fast uses); activations stay in the
+model's dtype.
+
+- int8: one scale per output row (`aten._weight_int8pack_mm`), every layer and the LM head.
+- int4: groups of 32 inputs with a scale and a minimum each (`aten._weight_int4pack_mm_for_cpu`), the layout of the
+  GGUF Q4_1 blocks the embedded default ships in, so its layers come back nearly as they were stored; the LM head
+  (stored as 8-bit blocks) stays int8, as does a layer whose input width is not a multiple of 32.
 
 At a 135M-parameter model a decoding step reads every weight once per forward, so a quarter of float32's bytes (half
 of bfloat16's) is what makes it faster; `benchmarks/cpu_speed.py` measures it, and the parity test bounds what it
@@ -16,7 +21,8 @@ from torch import nn
 from blockgen.errors import InvalidArgumentError
 from blockgen.models.decoder import PROJECTIONS
 
-QUANTIZE_MODES = ("int8",)
+QUANTIZE_MODES = ("int8", "int4")
+INT4_GROUP = 32
 # Above this many rows a call is a prefill, where the int8 kernel is slower than dequantizing once for a dense matmul
 # (measured on 2 cores: at 8 rows the two are even, at 400 rows the int8 kernel is 4x slower).
 DENSE_ROWS = 16
@@ -66,13 +72,67 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
 
 
-def _fused(parent: nn.Module, names: tuple[str, ...]) -> Int8Linear:
-    """One Int8Linear over the stacked weights of `parent`'s Linear layers `names`, which leave `parent`."""
+class Int4Linear(nn.Module):
+    """A Linear layer whose weight is 4-bit in groups of INT4_GROUP inputs, each with a scale and a minimum
+    (asymmetric: w ~= q * scale + minimum, q in 0..15; what GGUF calls Q4_1)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, group: int = INT4_GROUP):
+        super().__init__()
+        n, k = weight.shape
+        if k % group:
+            raise InvalidArgumentError("weight", tuple(weight.shape), f"int4 needs an input width divisible by {group}")
+        w = weight.detach().float().reshape(n, k // group, group)
+        low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+        scale = ((high - low) / 15).clamp(min=1e-12)
+        q = torch.round((w - low) / scale).clamp(0, 15).to(torch.int32).reshape(n, k)
+        self.out_features, self.in_features, self.group = n, k, group
+        # the kernel's convention: w = (q - 8) * scale + zero, scales and zeros as (groups, N, 2)
+        zero = low + 8 * scale
+        dtype = weight.dtype
+        self.register_buffer("weight_int4", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1))
+        self.register_buffer("scales_zeros", torch.stack((scale[..., 0], zero[..., 0]), -1).transpose(0, 1)
+                             .contiguous().to(dtype))
+        self.register_buffer("codes", q.to(torch.uint8))  # for prefills: the dense weight, rebuilt per call
+        self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        if flat.dtype != self.scales_zeros.dtype:
+            flat = flat.to(self.scales_zeros.dtype)
+        if flat.shape[0] > DENSE_ROWS:
+            out = F.linear(flat, self.dequantized().to(flat.dtype))
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.contiguous(), self.weight_int4, self.group,
+                                                             self.scales_zeros)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        n, k, g = self.out_features, self.in_features, self.group
+        scale, zero = self.scales_zeros.float().transpose(0, 1).unbind(-1)  # (N, groups) each
+        codes = self.codes.float().reshape(n, k // g, g)
+        return ((codes - 8) * scale[..., None] + zero[..., None]).reshape(n, k)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 weight-only, groups of " \
+               f"{self.group}"
+
+
+def _quantized(weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> nn.Module:
+    if mode == "int4" and weight.shape[1] % INT4_GROUP == 0:
+        return Int4Linear(weight, bias)
+    return Int8Linear(weight, bias)
+
+
+def _fused(parent: nn.Module, names: tuple[str, ...], mode: str) -> nn.Module:
+    """One quantized layer over the stacked weights of `parent`'s Linear layers `names`, which leave `parent`."""
     layers = [getattr(parent, name) for name in names]
     biases = [layer.bias for layer in layers]
     bias = None if all(b is None for b in biases) else torch.cat(
         [b if b is not None else layer.weight.new_zeros(layer.out_features) for b, layer in zip(biases, layers)])
-    fused = Int8Linear(torch.cat([layer.weight for layer in layers]), bias)
+    fused = _quantized(torch.cat([layer.weight for layer in layers]), bias, mode)
     for name in names:
         delattr(parent, name)
     return fused
@@ -85,20 +145,21 @@ def quantize_decoder(model: nn.Module, mode: str) -> nn.Module:
         raise InvalidArgumentError("quantize", mode, f"must be one of {QUANTIZE_MODES} (or None)")
     if model.device.type != "cpu":
         raise InvalidArgumentError("quantize", mode, f"is a CPU option; the model is on {model.device}")
-    if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
-        raise InvalidArgumentError("quantize", mode, f"needs torch.ops.aten._weight_int8pack_mm (torch "
-                                   f"{torch.__version__} lacks it)")
+    for kernel in ("_weight_int8pack_mm",) + (("_weight_int4pack_mm_for_cpu",) if mode == "int4" else ()):
+        if not hasattr(torch.ops.aten, kernel):
+            raise InvalidArgumentError("quantize", mode, f"needs torch.ops.aten.{kernel} (torch {torch.__version__} "
+                                       "lacks it)")
     from blockgen.models.decoder import MLP, SelfAttention
 
     for module in model.modules():  # layers that read one input become one kernel call (per-row scales: the same
         if isinstance(module, SelfAttention):  # numbers as quantizing each apart)
-            module.qkv_proj = _fused(module, ("q_proj", "k_proj", "v_proj"))
+            module.qkv_proj = _fused(module, ("q_proj", "k_proj", "v_proj"), mode)
         elif isinstance(module, MLP):
-            module.gate_up_proj = _fused(module, ("gate_proj", "up_proj"))
+            module.gate_up_proj = _fused(module, ("gate_proj", "up_proj"), mode)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in PROJECTIONS:
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, Int8Linear.from_linear(module))
+            setattr(model.get_submodule(parent), child, _quantized(module.weight, module.bias, mode))
     head = model.model.embed_tokens.weight if model.config.tie_word_embeddings else model.lm_head.weight
     model.head_int8 = Int8Linear(head)
     return model

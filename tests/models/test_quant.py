@@ -55,10 +55,11 @@ def test_bad_quantize_mode_is_refused(tmp_path):
         blockgen.load(path, device="cpu", quantize="int3")
 
 
-def test_the_int8_default_keeps_its_next_token_choices(default_lm):
+@pytest.mark.parametrize("mode", ["int8", "int4"])
+def test_the_quantized_default_keeps_its_next_token_choices(default_lm, mode):
     """The parity tolerance of the option on the embedded default: the same top token at >= 85% of positions and a
     small KL divergence from float32; greedy text is still prose."""
-    int8 = blockgen.load("default-ar", device="cpu", dtype="float32", quantize="int8")
+    int8 = blockgen.load("default-ar", device="cpu", dtype="float32", quantize=mode)
     ids = default_lm.tokenizer("The moon pulls the ocean, and twice a day the tide rises along the coast because",
                                return_tensors="pt").input_ids
     with torch.no_grad():
@@ -67,6 +68,7 @@ def test_the_int8_default_keeps_its_next_token_choices(default_lm):
     assert (want.argmax(-1) == got.argmax(-1)).float().mean() >= 0.85
     kl = (want.exp() * (want - got)).sum(-1).mean().item()
     assert kl < 0.1, kl
+    print(f"{mode}: top-1 agreement {(want.argmax(-1) == got.argmax(-1)).float().mean():.3f}, KL {kl:.4f}")
     text = int8.generate("Explain in one sentence why the sky is blue.", chat=True, max_new_tokens=32, temperature=0.0)
     words = text.split()
     assert len(words) >= 10 and len(set(words)) >= 0.6 * len(words), text
@@ -115,3 +117,39 @@ def test_fused_projections_equal_the_layers_quantized_apart(tmp_path, arch):
             layer.self_attn.qkv_proj = None
         apart_logits = int8.model(ids)
     torch.testing.assert_close(fused_logits, apart_logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_linear_equals_its_dequantized_matmul_and_keeps_q4_blocks(dtype):
+    """Groups of 32 with a scale and a minimum: weights already on such a grid (as the GGUF's Q4_1 blocks are) come
+    back exactly, up to the scale's rounding; the kernel and the dense path (prefills) agree."""
+    from blockgen.models.quant import Int4Linear
+
+    gen = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, 16, (48, 64), generator=gen).float()
+    scale, low = torch.rand(48, 2, 1, generator=gen) * 0.1 + 0.01, torch.randn(48, 2, 1, generator=gen) * 0.1
+    weight = (codes.reshape(48, 2, 32) * scale + low).reshape(48, 64)
+    weight[:, 0::32] = (low[..., 0])  # each group holds its minimum and its maximum, as a Q4_1 block does
+    weight[:, 1::32] = (15 * scale + low)[..., 0]
+    layer = Int4Linear(weight.to(dtype), torch.randn(48, generator=gen).to(dtype))
+    tol = 1e-5 if dtype == torch.float32 else 0.02
+    assert (layer.dequantized() - weight).abs().max() <= tol * 4
+    for rows in (1, 3, 40):  # the int4 kernel, then the dense path
+        x = torch.randn(rows, 64, generator=gen).to(dtype)
+        want = x.float() @ layer.dequantized().T + layer.bias.float()
+        assert (layer(x).float() - want).abs().max() <= tol * 10 * want.abs().max()
+
+
+def test_an_int4_model_stays_close_and_generates(tmp_path):
+    path = save_checkpoint(tiny_hf_model("llama"), tmp_path / "m")
+    full = blockgen.load(path, device="cpu", dtype="float32")
+    int4 = blockgen.load(path, device="cpu", dtype="float32", quantize="int4")
+    from blockgen.models.quant import Int4Linear
+
+    assert int4.quantize == "int4" and isinstance(int4.model.model.layers[0].self_attn.qkv_proj, Int4Linear)
+    assert isinstance(int4.model.head_int8, Int8Linear)  # the head stays 8-bit
+    ids = torch.randint(0, 128, (2, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = full.model(ids), int4.model(ids)
+    assert (got - want).abs().max().item() <= 0.25 * want.abs().max().item()
+    assert len(int4.generate_results(ids[0].tolist(), max_new_tokens=6)[0].tokens) == 6
