@@ -4,7 +4,7 @@ against the same requests served one after another (1 client), printed as ratios
 The server runs as its own process (`blockgen serve`, the model's automatic dtype); this process only sends requests
 (the `openai` client, streaming, greedy) and reads the answers, so the two do not share an interpreter. Every mode
 sends the same requests, each asking for a long answer of at most --max-tokens tokens; with c clients, each client
-sends its share back to back (a closed loop). Time to first token is measured from sending the request to its first
+sends its share back to back (a closed loop); modes are two seconds apart. Time to first token is measured from sending the request to its first
 piece of text. A request that does not end with a finish reason is counted as lost. Answers are also compared with
 the ones served one after another (greedy decoding; a batch of rows can round differently in bfloat16).
 
@@ -130,7 +130,10 @@ def main() -> None:
         # warm up: a single request, then a full-width burst (kernels, allocations, the tokenizer)
         asyncio.run(_mode(url, args.model, requests[:1], 1, 8))
         asyncio.run(_mode(url, args.model, requests[: max(modes)], max(modes), 8))
-        rows = [asyncio.run(_mode(url, args.model, requests, c, args.max_tokens)) for c in modes]
+        rows = []
+        for clients in modes:
+            time.sleep(2)  # a quiet spell: each mode starts as a burst, not in the previous mode's rhythm
+            rows.append(asyncio.run(_mode(url, args.model, requests, clients, args.max_tokens)))
         health = httpx.get(f"{url}/health").json()
     finally:
         if process is not None:

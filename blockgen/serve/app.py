@@ -31,6 +31,7 @@ from blockgen.serve.protocol import ChatCompletionRequest, CompletionRequest, Do
 # max_tokens when a request gives none (OpenAI: 16 for completions; chat until the context ends, here a cap)
 DEFAULT_MAX_TOKENS = {"completion": 16, "chat": 512}
 _POLL_SECONDS = 0.5  # how often a waiting non-streaming request checks that its client is still there
+_KEEPALIVE_SECONDS = 15.0  # a comment line on a quiet document event stream
 
 
 class Ticket:
@@ -56,13 +57,18 @@ class Ticket:
     async def updates(self, request: Request | None = None) -> AsyncIterator[tuple[int, Update]]:
         """(choice index, update) until every row has finished; with `request`, cancel when its client leaves."""
         open_rows = len(self.rows)
+        checked = time.monotonic()
         while open_rows:
             try:
                 index, update = await asyncio.wait_for(self.queue.get(), _POLL_SECONDS if request else None)
             except TimeoutError:
+                index, update = None, None
+            if request is not None and time.monotonic() - checked >= _POLL_SECONDS:
+                checked = time.monotonic()
                 if await request.is_disconnected():
                     self.cancel()
                     return
+            if update is None:
                 continue
             if update.error is not None:
                 self.cancel()
@@ -103,8 +109,9 @@ class Server:
         self.batcher = Batcher(lm, self.gate, max_batch=max_batch)
         self.jobs = JobStore(jobs_dir, gated_model(lm, self.gate), image_model=image_model)
 
-    def start(self) -> None:
-        self.batcher.start()
+    def start(self, decode_thread: bool = True) -> None:
+        if decode_thread:
+            self.batcher.start()
         self.jobs.start()
 
     def stop(self) -> None:
@@ -119,10 +126,10 @@ class Server:
     def config(self, body, prompt_tokens: list[int], kind: str, field: str) -> GenerationConfig:
         """The request's options, validated by GenerationConfig and checked against the model and its context."""
         length = body.length if isinstance(body, ChatCompletionRequest) else body.max_tokens
+        config = GenerationConfig.build(**body.generation_options(length or 1))
         if length is None:  # the default, shortened to what fits after the longest prompt
-            room = self.lm.context_limit - max(prompt_tokens) - self.lm.family.block_size
-            length = max(1, min(DEFAULT_MAX_TOKENS[kind], room))
-        config = GenerationConfig.build(**body.generation_options(length))
+            room = self.lm.context_limit - max(prompt_tokens) - config.block_for(self.lm.family)
+            config = GenerationConfig.build(**body.generation_options(max(1, min(DEFAULT_MAX_TOKENS[kind], room))))
         self.batcher.check(config, max(prompt_tokens), field)
         return config
 
@@ -144,10 +151,12 @@ def _usage(prompts: list[list[int]], tokens: dict[int, int]) -> dict:
 
 
 def create_app(lm, *, model_name: str | None = None, api_key: str | None = None,
-               jobs_dir: str | Path = "blockgen-jobs", max_batch: int = 32, image_model: str | None = None) -> FastAPI:
+               jobs_dir: str | Path = "blockgen-jobs", max_batch: int = 32, image_model: str | None = None,
+               decode_thread: bool = True) -> FastAPI:
     """The ASGI app over a loaded model. model_name: the id clients ask for (default: the model's name); api_key:
     when set, /v1 requires `Authorization: Bearer <api_key>`; jobs_dir: where document jobs live (unfinished ones
-    resume when the app starts)."""
+    resume when the app starts); max_batch: rows decoded together at most. decode_thread=False leaves decoding to
+    the caller (`app.state.server.batcher.serve_forever()`, as `run` does)."""
     from contextlib import asynccontextmanager
 
     server = Server(lm, model_name=model_name or lm.name, api_key=api_key, jobs_dir=jobs_dir, max_batch=max_batch,
@@ -155,7 +164,7 @@ def create_app(lm, *, model_name: str | None = None, api_key: str | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        server.start()
+        server.start(decode_thread)
         try:
             yield
         finally:
@@ -340,9 +349,13 @@ def create_app(lm, *, model_name: str | None = None, api_key: str | None = None,
             for event in past:
                 yield _sse(event)
             while True:
-                event = await queue.get()
+                try:
+                    event = await asyncio.wait_for(queue.get(), _KEEPALIVE_SECONDS)
+                except TimeoutError:  # a paragraph can take a while on a CPU: keep proxies from closing the stream
+                    yield format_sse_event(comment="keepalive")
+                    continue
                 yield _sse(event)
-                if event["type"] == "status" and event["status"] in FINAL:
+                if event["type"] == "server" or (event["type"] == "status" and event["status"] in FINAL):
                     return
 
         return _EventStream(events(), lambda: server.jobs.unsubscribe(job, queue))
@@ -357,8 +370,40 @@ def _stream_error(exc: Exception) -> dict:
 
 
 def run(lm, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", **options) -> None:
-    """Serve `lm` with uvicorn until interrupted (options: create_app's)."""
+    """Serve `lm` until interrupted (Ctrl-C or SIGTERM); options: create_app's.
+
+    uvicorn serves HTTP from a thread while the calling thread, which loaded the model, decodes (see
+    Batcher.serve_forever for why that thread)."""
+    import signal
+    import threading
+
     import uvicorn
 
-    uvicorn.run(create_app(lm, **options), host=host, port=port, log_level=log_level)
+    from blockgen.errors import BlockgenError
+
+    app = create_app(lm, decode_thread=False, **options)
+    http = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=http.run, name="blockgen-http", daemon=True)
+    thread.start()
+    while not http.started:
+        if not thread.is_alive():
+            raise BlockgenError(f"could not serve on {host}:{port} (see the log above)")
+        time.sleep(0.05)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    server = app.state.server
+    try:
+        server.batcher.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        # end the open streams first (uvicorn waits for them before it shuts the app down)
+        server.jobs.close_streams()
+        server.batcher.stop()
+        http.should_exit = True
+        thread.join(60)
 

@@ -9,9 +9,9 @@ away), which then retires at the next pass and frees its place.
 
 Rows join a batch when it is formed: rows that arrive while a batch runs wait for the next one (the engine lays a
 batch out once, at its start, and keeps its rows' keys and values in one cache). Batches follow one another back to
-back. Before a batch starts, arrivals are gathered briefly: right after a batch, until as many rows as it had are
-back (clients that send their next request as soon as an answer ends), for at most a few of its decoding steps;
-after a quiet spell, for a short window that lets a burst of arrivals start together.
+back. Before a batch starts, arrivals are gathered briefly: right after a batch, until its rows are back (clients
+that send their next request as soon as an answer ends) on top of those that were already waiting, for at most a
+few of its decoding steps; after a quiet spell, for a short window that lets a burst of arrivals start together.
 
 Greedy rows give what each would give alone: the batch's maximum length only matters for block-diffusion layouts
 (the last block of a shorter row would differ), so for block sizes above one the length is part of the batch key;
@@ -29,13 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from blockgen.engine import FinishEvent, GenerationConfig, StepEvent, decode, resolve_cache
-from blockgen.errors import InvalidArgumentError
+from blockgen.errors import BlockgenError, InvalidArgumentError
 
 log = logging.getLogger("blockgen.serve")
 
 
 class ContextError(InvalidArgumentError):
     """A prompt and its max_tokens that do not fit the model's context."""
+
+
+class ServerStopping(BlockgenError):
+    """The server stopped before a row finished."""
 
 
 @dataclass
@@ -138,10 +142,10 @@ class Batcher:
         self._pending: deque[Row] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._last_size, self._last_end, self._last_step = 1, 0.0, 0.0
+        self._expected, self._last_end, self._last_step = 1, 0.0, 0.0  # rows expected after the last batch
         self._solo = itertools.count()
         self._current: list[Row] = []  # the running batch
-        self._thread = threading.Thread(target=self._run, name="blockgen-batcher", daemon=True)
+        self._thread: threading.Thread | None = None
 
     # ---- the request side
     def check(self, config: GenerationConfig, prompt_tokens: int, prompt_field: str = "prompt") -> None:
@@ -182,26 +186,37 @@ class Batcher:
 
     # ---- lifecycle
     def start(self) -> None:
+        """Decode on a thread of its own."""
+        self._thread = threading.Thread(target=self.serve_forever, name="blockgen-batcher", daemon=True)
         self._thread.start()
 
+    def serve_forever(self) -> None:
+        """Decode batches in the calling thread until stop().
+
+        PyTorch's OpenMP runtime keeps a team of worker threads for every thread that has run a parallel region;
+        once there are more of them than cores, every team stops spinning between regions and each small operation
+        pays a wake-up (decoding one row a step slows down by half). So the thread that loaded the model is the best
+        one to decode with: `blockgen.serve.run` decodes in it and serves HTTP from another.
+        """
+        self._run()
+
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop taking rows, cancel those waiting and running, and wait for the thread."""
+        """Stop taking rows; the rows waiting and running end with ServerStopping; wait for the thread."""
         with self._cond:
+            if self._stopping:
+                return
             self._stopping = True
-            waiting = list(self._pending)
+            unfinished = list(self._pending) + list(self._current)
             self._pending.clear()
             self._cond.notify_all()
-        for row in waiting:
-            row.cancel()
-        self._running_cancel()
-        if self._thread.is_alive():
+        for row in unfinished:
+            if not row.cancelled.is_set():
+                row.cancel()
+                row.emit(Update("", 0, None, error=ServerStopping("the server is shutting down")))
+        if self._thread is not None and self._thread is not threading.current_thread() and self._thread.is_alive():
             self._thread.join(timeout)
 
     # ---- the batcher's thread
-    def _running_cancel(self) -> None:
-        for row in list(self._current):
-            row.cancel()
-
     def _take(self) -> list[Row]:
         """The next batch: the oldest waiting row and the rows after it with the same key that fit with it."""
         with self._cond:
@@ -211,7 +226,7 @@ class Batcher:
                 return []
             # gather (see the module's docstring)
             if self._pending[0].arrived - self._last_end < self.QUIET_SECONDS:
-                target = min(self.max_batch, self._last_size)
+                target = min(self.max_batch, self._expected)
                 deadline = self._last_end + min(self.MAX_WAIT_SECONDS, 3 * self._last_step)
             else:
                 target = self.max_batch
@@ -239,6 +254,7 @@ class Batcher:
                 longest, most = new_longest, new_most
             taken = set(map(id, chosen))
             self._pending = deque(row for row in live if id(row) not in taken)
+            self._current = chosen
             return chosen
 
     def _run(self) -> None:
@@ -248,7 +264,6 @@ class Batcher:
                 if self._stopping:
                     return
                 continue
-            self._current = rows
             start, passes = time.monotonic(), 0
             try:
                 passes = self._decode(rows)
@@ -257,10 +272,11 @@ class Batcher:
                 for row in rows:
                     if not row.cancelled.is_set():
                         row.emit(Update("", 0, None, error=exc))
-            finally:
+            # not in a `finally`: a KeyboardInterrupt leaves the batch in _current, for stop() to end its rows
+            with self._cond:
                 self._current = []
-                self._last_size, self._last_end = len(rows), time.monotonic()
-                self._last_step = (self._last_end - start) / max(passes, 1)
+                self._expected, self._last_end = len(rows) + len(self._pending), time.monotonic()
+            self._last_step = (self._last_end - start) / max(passes, 1)
 
     def _decode(self, rows: list[Row]) -> int:
         """Decode one batch, sending each row's updates; returns the number of passes it took."""

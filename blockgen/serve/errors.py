@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from blockgen.errors import BlockgenError, InvalidArgumentError, OutlineError
-from blockgen.serve.batcher import ContextError
+from blockgen.serve.batcher import ContextError, ServerStopping
 from blockgen.serve.protocol import API_NAMES
 
 log = logging.getLogger("blockgen.serve")
@@ -46,6 +46,8 @@ def from_exception(exc: Exception) -> APIError:
     """The APIError for an exception raised while serving a request."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, ServerStopping):
+        return APIError(503, str(exc), code="server_stopping")
     if isinstance(exc, ContextError):
         return APIError(400, f"{exc.parameter} ({exc.value}): {exc.reason}", param=exc.parameter,
                         code="context_length_exceeded")

@@ -4,7 +4,8 @@ A job's directory holds its record (job.json: the request, status, error), its o
 what the writer writes there itself: state.json after every paragraph, then document.md / .html / .json. The writer
 already resumes from state.json, so a job survives a server restart: at start every job that was queued or running
 is queued again and continues from its last saved paragraph. Progress events (the writer's plan, paragraph, image,
-section and done events, and the job's status changes) go to every subscriber as they happen.
+section and done events, and the job's status changes) go to every subscriber as they happen; when the server
+stops, a `server` event ends their streams.
 """
 
 from __future__ import annotations
@@ -129,8 +130,16 @@ class JobStore:
         """Stop after the paragraph being written (it is saved; the job resumes at the next start)."""
         self._stopping.set()
         self._queue.put(None)
+        self.close_streams()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    def close_streams(self) -> None:
+        """End every event stream with a `server` event (the server is stopping; the job resumes at the next
+        start)."""
+        for job in list(self.jobs.values()):
+            if job.listeners:
+                self._publish(job, {"type": "server", "status": "stopping", "job_status": job.record.status})
 
     # ---- requests
     def create(self, request: DocumentRequest) -> Job:
@@ -210,19 +219,24 @@ class JobStore:
             job_id = self._queue.get()
             if job_id is None or self._stopping.is_set():
                 return
-            job = self.jobs[job_id]
-            try:
-                self._write(job)
-            except _Interrupted:
-                log.info("job %s stopped with the server; it resumes at the next start", job_id)
-                return
-            except BlockgenError as exc:
-                self._set_status(job, "failed", str(exc))
-            except Exception as exc:  # the job fails, the server goes on
-                log.exception("document job %s failed", job_id)
-                self._set_status(job, "failed", f"internal error ({type(exc).__name__}); see the server's log")
-            else:
-                self._set_status(job, "done")
+            # each job on a thread of its own: PyTorch's OpenMP workers for it go when it ends (see
+            # Batcher.serve_forever for why their number matters)
+            writer = threading.Thread(target=self._run_job, args=(self.jobs[job_id],), name=f"blockgen-{job_id}")
+            writer.start()
+            writer.join()
+
+    def _run_job(self, job: Job) -> None:
+        try:
+            self._write(job)
+        except _Interrupted:
+            log.info("job %s stopped with the server; it resumes at the next start", job.record.id)
+        except BlockgenError as exc:
+            self._set_status(job, "failed", str(exc))
+        except Exception as exc:  # the job fails, the server goes on
+            log.exception("document job %s failed", job.record.id)
+            self._set_status(job, "failed", f"internal error ({type(exc).__name__}); see the server's log")
+        else:
+            self._set_status(job, "done")
 
     def _write(self, job: Job) -> None:
         from blockgen.api import write_report, write_story

@@ -5,6 +5,7 @@ import asyncio
 import time
 
 import httpx
+import pytest
 from openai import AsyncOpenAI, OpenAI
 
 from blockgen.serve.batcher import RowText
@@ -83,12 +84,18 @@ def test_a_client_that_goes_away_frees_its_row(ar_lm, serve):
     while httpx.get(f"{url}/health").json()["cancelled_rows"] < 1:
         assert time.monotonic() - start < 10, "the abandoned row was never retired"
         time.sleep(0.02)
-    # it retired long before its 3,500 tokens: the next request is served at once, as the one alone would be
+    # a non-streaming client that gives up is noticed too
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json={"model": "tiny", **long}, timeout=0.5)
+    while httpx.get(f"{url}/health").json()["cancelled_rows"] < 2:
+        assert time.monotonic() - start < 20, "the abandoned non-streaming row was never retired"
+        time.sleep(0.02)
+    # they retired long before their 3,500 tokens: the next request is served at once, as the one alone would be
     messages = [{"role": "user", "content": "hello"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=8)
     assert reply.choices[0].message.content == ar_lm.generate(messages, chat=True, max_new_tokens=8)
     health = httpx.get(f"{url}/health").json()
-    assert health["status"] == "ok" and health["waiting_rows"] == 0 and health["cancelled_rows"] == 1
+    assert health["status"] == "ok" and health["waiting_rows"] == 0 and health["cancelled_rows"] == 2
 
 
 def test_row_text_holds_back_what_may_become_a_stop_string(tokenizer):

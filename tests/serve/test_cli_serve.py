@@ -1,6 +1,7 @@
 """`blockgen serve` as a command: it binds loopback, asks for the key, serves the checkpoint and stops on Ctrl-C;
 and the embedded default behind it answers as it does in process."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,12 +15,13 @@ from serving import free_port, running
 
 
 def test_the_serve_command(tmp_path):
-    checkpoint = save_checkpoint(tiny_hf_model("llama"), tmp_path / "ckpt")
+    checkpoint = save_checkpoint(tiny_hf_model("llama", max_position_embeddings=4096), tmp_path / "ckpt")
     port = free_port()
     command = [sys.executable, "-m", "blockgen.cli", "serve", "--model", str(checkpoint), "--served-name", "tiny",
                "--port", str(port), "--api-key", "sesame", "--jobs-dir", str(tmp_path / "jobs"), "--log-level",
                "warning"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    rest = []
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -35,8 +37,20 @@ def test_the_serve_command(tmp_path):
         assert [m.id for m in client.models.list()] == ["tiny"]
         reply = client.completions.create(model="tiny", prompt="The river", max_tokens=5)
         assert reply.usage.completion_tokens == 5
+        # Ctrl-C while an answer streams: the stream ends with an error saying why, and the server exits cleanly
+        body = {"model": "tiny", "prompt": "The river", "max_tokens": 4000, "stream": True}
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=60,
+                          headers={"Authorization": "Bearer sesame"}) as response:
+            lines = response.iter_lines()
+            for line in lines:
+                if line.startswith("data: "):
+                    break
+            process.send_signal(signal.SIGINT)
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert rest and json.loads(rest[-1].removeprefix("data: "))["error"]["code"] == "server_stopping"
     finally:
-        process.send_signal(signal.SIGINT)
+        if process.poll() is None and not rest:  # not interrupted yet (a second Ctrl-C forces the exit)
+            process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert f"on http://127.0.0.1:{port}/v1" in err
