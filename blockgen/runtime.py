@@ -63,10 +63,19 @@ def auto_dtype(device: torch.device) -> torch.dtype:
 
 
 def auto_quantize(device: torch.device, dtype: torch.dtype) -> str | None:
-    """"int8" on CPU in bfloat16 when PyTorch has the int8 weight-only kernel, else None (no quantization)."""
-    if device.type == "cpu" and dtype == torch.bfloat16 and hasattr(torch.ops.aten, "_weight_int8pack_mm"):
-        return "int8"
+    """On CPU in bfloat16: "int4" when PyTorch has its int4 weight-only CPU kernel (1.46x int8's tokens/s on the
+    default, and closer to its stored weights: they are 4-bit blocks already), else "int8" when it has that kernel;
+    otherwise None (no quantization). benchmarks/cpu_speed.py measures the choice."""
+    if device.type != "cpu" or dtype != torch.bfloat16:
+        return None
+    for mode, kernel in (("int4", "_weight_int4pack_mm_for_cpu"), ("int8", "_weight_int8pack_mm")):
+        if _has_kernel(kernel):
+            return mode
     return None
+
+
+def _has_kernel(name: str) -> bool:
+    return hasattr(torch.ops.aten, name)
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -101,7 +110,7 @@ class LoadedModel:
     path: Path
     load_seconds: float = 0.0
     stop_token_ids: tuple[int, ...] = field(default=())
-    quantize: str | None = None  # "int8": weight-only quantized linear layers (CPU)
+    quantize: str | None = None  # "int8" / "int4": weight-only quantized linear layers (CPU)
 
     @property
     def config(self) -> ModelConfig:
@@ -284,8 +293,9 @@ def load(
     device="auto" picks CUDA when available, else CPU; dtype="auto" picks bfloat16 on CUDA and on CPUs with native
     bfloat16 matrix units (AVX512-BF16, AMX), float32 elsewhere (BLOCKGEN_CPU_DTYPE overrides "auto" on CPU).
     A GGUF file is converted once into the cache home (see `blockgen.loading.conversion_cache`) and loaded from there.
-    quantize="int8" (CPU): weight-only int8 projection layers and LM head (see `blockgen.models.quant`); "auto" picks
-    it on CPU in bfloat16 (where it decodes faster at the same judged fluency: benchmarks/doc_quality.py), None never.
+    quantize="int8" / "int4" (CPU): weight-only quantized projection layers and LM head (see `blockgen.models.quant`);
+    "auto" picks int4 (else int8) on CPU in bfloat16, where it decodes faster at the same judged fluency
+    (benchmarks/cpu_speed.py, benchmarks/doc_quality.py); None never.
     """
     start = time.perf_counter()
     if quantize is not None:

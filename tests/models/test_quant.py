@@ -78,10 +78,12 @@ def test_auto_quantizes_on_cpu_in_bfloat16_only(tmp_path, monkeypatch):
     from blockgen.runtime import auto_quantize
 
     cpu = torch.device("cpu")
-    assert auto_quantize(cpu, torch.bfloat16) == "int8" and auto_quantize(cpu, torch.float32) is None
+    assert auto_quantize(cpu, torch.bfloat16) == "int4" and auto_quantize(cpu, torch.float32) is None
     assert auto_quantize(torch.device("cuda"), torch.bfloat16) is None
     path = save_checkpoint(tiny_hf_model("llama"), tmp_path / "m")
-    assert blockgen.load(path, device="cpu", dtype="bfloat16").quantize == "int8"
+    assert blockgen.load(path, device="cpu", dtype="bfloat16").quantize == "int4"
+    monkeypatch.setattr("blockgen.runtime._has_kernel", lambda name: "int4" not in name)  # an older PyTorch
+    assert auto_quantize(cpu, torch.bfloat16) == "int8"
     assert blockgen.load(path, device="cpu", dtype="bfloat16", quantize=None).quantize is None
     assert blockgen.load(path, device="cpu", dtype="float32").quantize is None
 
