@@ -1,7 +1,7 @@
 """The batcher: requests that arrive together are decoded together, in one engine batch.
 
-Every choice of every request is a `Row` (token-id prompt, its own options, a callback for its updates). A
-background thread takes waiting rows in arrival order and decodes as many as share the decode-relevant options as
+Every choice of every request is a `Row` (token-id prompt, its own options, a callback for its updates). One
+thread takes waiting rows in arrival order and decodes as many as share the decode-relevant options as
 one batch with `blockgen.engine.decode` (rows of different lengths are left-padded to a common block column; each
 row finishes alone and leaves the batch). A row's own length limit and stop strings are applied through the loop's
 `stop_check`, so rows with different `max_tokens` or `stop` share a batch; so is a cancelled row (its client went
@@ -14,8 +14,9 @@ that send their next request as soon as an answer ends) on top of those that wer
 few of its decoding steps; after a quiet spell, for a short window that lets a burst of arrivals start together.
 
 Greedy rows give what each would give alone: the batch's maximum length only matters for block-diffusion layouts
-(the last block of a shorter row would differ), so for block sizes above one the length is part of the batch key;
-seeded sampling (temperature > 0 with a seed) runs as its own batch so that a seed reproduces its answer.
+(the last block of a shorter row would differ) and bidirectional models (a row sees its masked tail), so there the
+length is part of the batch key; seeded sampling (temperature > 0 with a seed) runs as its own batch so that a seed
+reproduces its answer.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from blockgen.engine import FinishEvent, GenerationConfig, StepEvent, decode, resolve_cache
 from blockgen.errors import BlockgenError, InvalidArgumentError
+from blockgen.models.attention import AttentionKind
 
 log = logging.getLogger("blockgen.serve")
 
@@ -127,7 +129,7 @@ class BatchStats:
 
 
 class Batcher:
-    """Decodes waiting rows in batches on one background thread; `gate` is held for each pass of the decode loop."""
+    """Decodes waiting rows in batches, on one thread; `gate` is held for each pass of the decode loop."""
 
     BURST_SECONDS = 0.05  # after a quiet spell, arrivals within this window start together
     QUIET_SECONDS = 1.0  # no batch for this long: the next arrivals are a new burst
@@ -167,8 +169,9 @@ class Batcher:
     def key_for(self, config: GenerationConfig) -> tuple:
         """Rows with equal keys may share a batch (see the module's docstring)."""
         options = config.model_dump(exclude={"max_new_tokens", "stop", "seed"})
-        if config.block_for(self.lm.family) > 1:
-            options["max_new_tokens"] = config.max_new_tokens
+        family = self.lm.family
+        if config.block_for(family) > 1 or family.attention is AttentionKind.BIDIRECTIONAL:
+            options["max_new_tokens"] = config.max_new_tokens  # a row's length shapes its layout
         if config.temperature > 0 and config.seed is not None:
             options["seed"] = (config.seed, next(self._solo))  # a batch of its own: the seed reproduces the answer
         return tuple(sorted((k, repr(v)) for k, v in options.items()))
@@ -176,7 +179,7 @@ class Batcher:
     def submit(self, rows: list[Row]) -> None:
         with self._cond:
             if self._stopping:
-                raise RuntimeError("the server is shutting down")
+                raise ServerStopping("the server is shutting down")
             self._pending.extend(rows)
             self._cond.notify_all()
 

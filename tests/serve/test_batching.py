@@ -69,6 +69,28 @@ def test_block_diffusion_rows_batch_and_equal_their_answer_alone(bd_lm, serve):
     assert asyncio.run(run()) == alone
 
 
+def test_bidirectional_rows_of_different_lengths_equal_their_answer_alone(tmp_path, serve):
+    from helpers import tiny_hf_model, write_llada_checkpoint
+
+    import blockgen
+
+    reference = tiny_hf_model("llama", num_key_value_heads=4, initializer_range=0.5, seed=2)
+    lm = blockgen.load(write_llada_checkpoint(reference, tmp_path / "llada"), device="cpu")
+    url = serve(lm, model_name="llada")
+    options = dict(block_size=1)  # one token a block, yet each row sees its whole masked tail
+    asks = [("The tide", 8), ("A lighthouse keeper found", 12), ("Why", 16), ("The sea", 8)]
+    alone = [lm.generate(p, max_new_tokens=m, **options) for p, m in asks]
+
+    async def run():
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        replies = await asyncio.gather(*(client.completions.create(model="llada", prompt=p, max_tokens=m,
+                                                                   extra_body=options) for p, m in asks))
+        await client.close()
+        return [r.choices[0].text for r in replies]
+
+    assert asyncio.run(run()) == alone
+
+
 def test_a_client_that_goes_away_frees_its_row(ar_lm, serve):
     url = serve(ar_lm, model_name="tiny")
     client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
