@@ -126,11 +126,13 @@ class JobStore:
             log.info("resuming %d unfinished document jobs", len(unfinished))
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 120.0) -> None:
         """Stop after the paragraph being written (it is saved; the job resumes at the next start)."""
         self._stopping.set()
         self._queue.put(None)
         self.close_streams()
+        if any(job.record.status == "running" for job in self.jobs.values()):
+            log.info("waiting for the paragraph being written to be saved")
         if self._thread.is_alive():
             self._thread.join(timeout)
 
