@@ -121,7 +121,7 @@ def main() -> None:
     picked = args.pick if args.pick else list(range(len(PROMPTS)))[: args.only]
     header = f"{'document':28s} " + " ".join(f"{name:>{len(fmt.format(0 if 'd' in fmt else 0.0))}s}"
                                                for _, name, fmt in COLUMNS)
-    print(f"{lm.name} on {lm.device} {str(lm.dtype).removeprefix('torch.')}{' int8' if lm.quantize else ''} (judge "
+    print(f"{lm.name} on {lm.device} {str(lm.dtype).removeprefix('torch.')}{' ' + lm.quantize if lm.quantize else ''} (judge "
           f"float32); writer options {options or 'default'}; documents in {out_root}\n{header}")
     results = {"baseline": [], "writer": []}
     for n in picked:
