@@ -4,9 +4,10 @@ against the same requests served one after another (1 client), printed as ratios
 The server runs as its own process (`blockgen serve`, the model's automatic dtype); this process only sends requests
 (the `openai` client, streaming, greedy) and reads the answers, so the two do not share an interpreter. Every mode
 sends the same requests, each asking for a long answer of at most --max-tokens tokens; with c clients, each client
-sends its share back to back (a closed loop); modes are two seconds apart. Time to first token is measured from sending the request to its first
-piece of text. A request that does not end with a finish reason is counted as lost. Answers are also compared with
-the ones served one after another (greedy decoding; a batch of rows can round differently in bfloat16).
+sends its share back to back (a closed loop); modes are two seconds apart. Time to first token is measured from
+sending the request to its first piece of text. A request that does not end with a finish reason is counted as lost.
+Answers are also compared with the ones served one after another (greedy decoding; a batch of rows can round
+differently in bfloat16).
 
 Usage: python benchmarks/serve_load.py [--model default] [--requests 32] [--max-tokens 64] [--clients 1 4 16]
 """
