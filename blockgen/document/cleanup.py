@@ -45,6 +45,12 @@ _STUTTER = re.compile(r"\b(\w+(?:\s+\w+)?)(?:,?\s+(?:and\s+)?\1\b){2,}", re.IGNO
 HEADING_WORDS = 6  # a line this short without a sentence end is a heading or a label, not prose
 _GRAM = 4
 _PHRASE = 8  # a run of this many words already written makes a sentence a repeat, however it goes on
+_RECENT = 8  # sentences a new one is compared with word by word (a small model's loops: "You started to look at the
+# sea. You started looking at the sea."), content words only, endings folded
+_CONTAINED = 0.8  # share of a sentence's content words found in one recent sentence that makes it a near-repeat
+_FUNCTION = frozenset("a an and the of in on to for with by at from its it is are was were be as or so but that this "
+                      "these those then than there their they he she his her him you your i we our us my me not no "
+                      "also just very can could would will had has have do did one".split())
 
 
 def norm(sentence: str) -> str:
@@ -70,6 +76,7 @@ class Novelty:
 
     def __init__(self, texts: list[str] = (), overlap: float = 0.5):
         self.overlap, self.keys, self.grams, self.phrases = overlap, set(), set(), set()
+        self.recent: list[frozenset[str]] = []
         for text in texts:
             for sentence in split_sentences(text):
                 self.add(sentence)
@@ -77,6 +84,7 @@ class Novelty:
     def copy(self) -> "Novelty":
         other = Novelty(overlap=self.overlap)
         other.keys, other.grams, other.phrases = set(self.keys), set(self.grams), set(self.phrases)
+        other.recent = list(self.recent)
         return other
 
     def add(self, sentence: str) -> None:
@@ -84,14 +92,33 @@ class Novelty:
         self.keys.add(key)
         self.grams |= _grams(key)
         self.phrases |= _phrases(key)
+        self.recent = [*self.recent, _content(key)][-_RECENT:]
 
     def is_repeat(self, sentence: str) -> bool:
-        """Written before: word for word, with at least `overlap` of its 4-grams, or sharing an 8-word phrase."""
+        """Written before: word for word, with at least `overlap` of its 4-grams, sharing an 8-word phrase, or, for
+        one of the last few sentences, with most of its content words (at least three of them)."""
         key = norm(sentence)
         if key in self.keys or _phrases(key) & self.phrases:
             return True
         grams = _grams(key)
-        return bool(grams) and len(grams & self.grams) >= self.overlap * len(grams)
+        if grams and len(grams & self.grams) >= self.overlap * len(grams):
+            return True
+        words = _content(key)
+        return len(words) >= 3 and any(len(words & other) >= _CONTAINED * len(words) for other in self.recent)
+
+
+def _content(key: str) -> frozenset[str]:
+    """A normalized sentence's content words with common endings folded (look, looks, looking, looked: one word)."""
+    words = set()
+    for word in key.split():
+        if word in _FUNCTION or word.isdigit():
+            continue
+        for ending in ("ing", "ed", "es", "s"):
+            if word.endswith(ending) and len(word) - len(ending) >= 3:
+                word = word[: -len(ending)]
+                break
+        words.add(word)
+    return frozenset(words)
 
 
 def _junk(sentence: str) -> bool:

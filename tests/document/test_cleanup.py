@@ -63,3 +63,21 @@ def test_a_sentence_reading_back_the_sections_goal_is_dropped():
     text = ("The history of how tides work: who first studied it, in which century, and the early ideas. "
             "Greek sailors noticed that the tides followed the moon.")
     assert clean_paragraph(text, Novelty([goal])) == "Greek sailors noticed that the tides followed the moon."
+
+
+def test_a_recent_sentence_said_again_in_other_words_is_dropped():
+    """A small model's loop varies a word each time: most of the sentence's content words in one of the last few
+    sentences make it a near-repeat; a sentence that adds content stays, as do short ones and older echoes."""
+    text = ("You used to walk along the coast and watch the sea rise and fall. You started to look at the sea. "
+            "You started looking at the sea. So you started to look at the sea again. "
+            "Then you noticed the water climbing the harbour wall twice a day.")
+    assert clean_paragraph(text, Novelty()) == (
+        "You used to walk along the coast and watch the sea rise and fall. You started to look at the sea. "
+        "Then you noticed the water climbing the harbour wall twice a day.")
+    novelty = Novelty(["The Moon pulls the ocean toward it."])
+    assert novelty.is_repeat("The Moon is pulling the oceans.")
+    assert not novelty.is_repeat("The Moon pulls the ocean, and the Sun adds its own smaller pull in spring.")
+    assert not novelty.is_repeat("It pulls.")  # under three content words
+    for n in range(8):
+        novelty.add(f"Sentence number {n} about harbours, pilots and ships.")
+    assert not novelty.is_repeat("The Moon is pulling the oceans.")  # out of the recent window
