@@ -150,6 +150,18 @@ def _usage(prompts: list[list[int]], tokens: dict[int, int]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+async def _collect(ticket, request: Request) -> tuple[dict, dict, dict] | None:
+    """A non-streamed answer: (texts, finish reasons, token counts) by choice index, or None when the client went
+    away before every choice finished."""
+    texts, reasons, tokens = {}, {}, {}
+    async for index, update in ticket.updates(request):
+        texts[index] = texts.get(index, "") + update.text
+        tokens[index] = update.tokens
+        if update.finish_reason:
+            reasons[index] = update.finish_reason
+    return (texts, reasons, tokens) if len(reasons) == len(ticket.rows) else None
+
+
 def create_app(lm, *, model_name: str | None = None, api_key: str | None = None,
                jobs_dir: str | Path = "blockgen-jobs", max_batch: int = 32, image_model: str | None = None,
                decode_thread: bool = True) -> FastAPI:
@@ -231,14 +243,10 @@ def create_app(lm, *, model_name: str | None = None, api_key: str | None = None,
                 yield _sse("[DONE]")
 
             return _EventStream(events(), ticket.cancel)
-        texts, reasons, tokens = {}, {}, {}
-        async for index, update in ticket.updates(request):
-            texts[index] = texts.get(index, "") + update.text
-            tokens[index] = update.tokens
-            if update.finish_reason:
-                reasons[index] = update.finish_reason
-        if len(reasons) < len(ticket.rows):
+        collected = await _collect(ticket, request)
+        if collected is None:
             return Response(status_code=499)  # the client went away
+        texts, reasons, tokens = collected
         choices = [choice(i, texts.get(i, ""), reasons[i]) for i in sorted(reasons)]
         return head | {"choices": choices, "usage": _usage(prompts, tokens)}
 
@@ -279,14 +287,10 @@ def create_app(lm, *, model_name: str | None = None, api_key: str | None = None,
                 yield _sse("[DONE]")
 
             return _EventStream(events(), ticket.cancel)
-        texts, reasons, tokens = {}, {}, {}
-        async for index, update in ticket.updates(request):
-            texts[index] = texts.get(index, "") + update.text
-            tokens[index] = update.tokens
-            if update.finish_reason:
-                reasons[index] = update.finish_reason
-        if len(reasons) < len(ticket.rows):
+        collected = await _collect(ticket, request)
+        if collected is None:
             return Response(status_code=499)
+        texts, reasons, tokens = collected
         choices = [{"index": i, "message": {"role": "assistant", "content": texts.get(i, "")}, "logprobs": None,
                     "finish_reason": reasons[i]} for i in sorted(reasons)]
         return head | {"object": "chat.completion", "choices": choices, "usage": _usage([prompt], tokens)}
