@@ -7,7 +7,7 @@ per-row text deltas (each committed token reaches the stream exactly once, in or
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from blockgen.engine.decode import FinishEvent, StepEvent, decode
@@ -49,6 +49,33 @@ class GenerationResult:
     stats: GenerationStats = field(default_factory=GenerationStats)
 
 
+def stop_cut(text_of: Callable[[list[int]], str], tokens: list[int], stops: tuple[str, ...]) -> int | None:
+    """How many tokens come before the first stop string in their text (`text_of` decodes), or None when there is
+    none."""
+    if not stops:
+        return None
+    text = text_of(tokens)
+    hits = [i for i in (text.find(stop) for stop in stops) if i >= 0]
+    if not hits:
+        return None
+    n = len(tokens)
+    while n > 0 and len(text_of(tokens[:n])) > min(hits):
+        n -= 1
+    return n
+
+
+def safe_length(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the prefix of streamed text that can be shown now: never half a UTF-8 character (decoded as
+    U+FFFD), never a tail that could still grow into a stop string."""
+    end = len(text.rstrip("\ufffd"))
+    for stop in stops:
+        for k in range(min(len(stop) - 1, end), 0, -1):
+            if text[end - k : end] == stop[:k]:
+                end -= k
+                break
+    return end
+
+
 class _RowText:
     """Incremental decoding of one row. Text is emitted once final: never a partial UTF-8 character, never the
     beginning of what may turn out to be a stop string; tokens are emitted with the text they spell."""
@@ -61,27 +88,7 @@ class _RowText:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def stop_at(self, tokens: list[int]) -> int | None:
-        """How many tokens come before the first stop string in their text, or None when there is none."""
-        text = self._text(tokens)
-        hits = [i for i in (text.find(stop) for stop in self.stops) if i >= 0]
-        if not hits:
-            return None
-        n = len(tokens)
-        while n > 0 and len(self._text(tokens[:n])) > min(hits):
-            n -= 1
-        return n
-
-    def _safe_length(self, text: str) -> int:
-        """Length of the prefix of text that can be shown now."""
-        end = len(text)
-        if text.endswith("\ufffd"):
-            end = len(text.rstrip("\ufffd"))
-        for stop in self.stops:  # hold back a tail that could grow into a stop string
-            for k in range(min(len(stop) - 1, end), 0, -1):
-                if text[end - k : end] == stop[:k]:
-                    end -= k
-                    break
-        return end
+        return stop_cut(self._text, tokens, self.stops)
 
     def advance(self, tokens: list[int], final: bool) -> tuple[str, list[int]]:
         text = self._text(tokens)
@@ -90,7 +97,7 @@ class _RowText:
                 text = text.split(stop, 1)[0]
             show, n = len(text), len(tokens)
         else:
-            show, n = self._safe_length(text), len(tokens)
+            show, n = safe_length(text, self.stops), len(tokens)
             if show < len(text):  # emit only the tokens whose text is shown
                 while n > self.emitted_tokens and len(self._text(tokens[:n])) > show:
                     n -= 1

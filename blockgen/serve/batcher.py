@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from blockgen.engine import FinishEvent, GenerationConfig, StepEvent, decode, resolve_cache
+from blockgen.engine.generation import safe_length, stop_cut
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import AttentionKind
 
@@ -84,17 +85,7 @@ class RowText:
 
     def stop_cut(self, tokens: list[int]) -> int | None:
         """The number of tokens before the first stop string, or None when the text holds none."""
-        if not self.stops:
-            return None
-        text = self._text(tokens)
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        if not hits:
-            return None
-        first = min(hits)
-        n = len(tokens)
-        while n > 0 and len(self._text(tokens[:n])) > first:
-            n -= 1
-        return n
+        return stop_cut(self._text, tokens, self.stops)
 
     def advance(self, tokens: list[int], final: bool) -> str:
         """The text not sent yet that may be sent now."""
@@ -104,12 +95,7 @@ class RowText:
                 text = text.split(stop, 1)[0]
             end = len(text)
         else:
-            end = len(text.rstrip("\ufffd"))
-            for stop in self.stops:  # hold back a tail that could grow into this stop string
-                for k in range(min(len(stop) - 1, end), 0, -1):
-                    if text[end - k : end] == stop[:k]:
-                        end -= k
-                        break
+            end = safe_length(text, self.stops)
         if end <= len(self.sent) or not text.startswith(self.sent):
             return ""
         delta, self.sent = text[len(self.sent) : end], text[:end]
