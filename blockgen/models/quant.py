@@ -39,7 +39,23 @@ def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.contiguous(), scale
 
 
-class Int8Linear(nn.Module):
+class _WeightOnly(nn.Module):
+    """What the quantized layers share: inputs cast to the layer's dtype (its bias's and scales') and flattened to
+    rows for the layer's `_matmul`, the bias added after."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        dtype = self.dense_dtype
+        if flat.dtype != dtype:
+            flat = flat.to(dtype)
+        out = self._matmul(flat)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*shape[:-1], self.out_features)
+
+
+class Int8Linear(_WeightOnly):
     """A Linear layer whose weight is int8 with per-row scales (weight-only; inputs and outputs keep their dtype)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
@@ -51,22 +67,19 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", scale.to(weight.dtype))
         self.register_buffer("bias", None if bias is None else bias.detach().to(weight.dtype))
 
+    @property
+    def dense_dtype(self) -> torch.dtype:
+        return self.scales.dtype
+
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
         return cls(linear.weight, linear.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        if flat.dtype != self.scales.dtype:
-            flat = flat.to(self.scales.dtype)
+    def _matmul(self, flat: torch.Tensor) -> torch.Tensor:
         if flat.shape[0] > DENSE_ROWS:  # a prefill: the dense kernel on the weight dequantized for this call
-            out = F.linear(flat, self.weight_int8.to(flat.dtype) * self.scales[:, None])
-        else:  # decoding steps: the int8 kernel reads a quarter of float32's bytes
-            out = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.weight_int8, self.scales)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*shape[:-1], self.out_features)
+            return F.linear(flat, self.weight_int8.to(flat.dtype) * self.scales[:, None])
+        # decoding steps: the int8 kernel reads a quarter of float32's bytes
+        return torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.weight_int8, self.scales)
 
     def dequantized(self) -> torch.Tensor:
         return self.weight_int8.float() * self.scales.float()[:, None]
@@ -75,7 +88,7 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(_WeightOnly):
     """A Linear layer whose weight is 4-bit in groups of INT4_GROUP inputs, each with a scale and a minimum
     (asymmetric: w ~= q * scale + minimum, q in 0..15; what GGUF calls Q4_1)."""
 
@@ -101,20 +114,16 @@ class Int4Linear(nn.Module):
         self.register_buffer("dense_offset", (zero - 8 * scale).to(dtype))
         self.register_buffer("bias", None if bias is None else bias.detach().to(dtype))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        flat = x.reshape(-1, shape[-1])
-        if flat.dtype != self.scales_zeros.dtype:
-            flat = flat.to(self.scales_zeros.dtype)
+    @property
+    def dense_dtype(self) -> torch.dtype:
+        return self.scales_zeros.dtype
+
+    def _matmul(self, flat: torch.Tensor) -> torch.Tensor:
         if flat.shape[0] > INT4_KERNEL_ROWS:
             dense = torch.addcmul(self.dense_offset, self.codes.to(flat.dtype), self.dense_scale)
-            out = F.linear(flat, dense.reshape(self.out_features, self.in_features))
-        else:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat.contiguous(), self.weight_int4, self.group,
-                                                             self.scales_zeros)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.reshape(*shape[:-1], self.out_features)
+            return F.linear(flat, dense.reshape(self.out_features, self.in_features))
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(flat.contiguous(), self.weight_int4, self.group,
+                                                          self.scales_zeros)
 
     def dequantized(self) -> torch.Tensor:
         n, k = self.out_features, self.in_features
