@@ -342,7 +342,7 @@ class _Loop:
         """Whether this is the exact cache's first pass over rows that are one and the same (tokens, positions and
         padding alike), so one row's pass stands for all."""
         rows = self.rows
-        if self.cache_mode != "exact" or self.cached_upto or not plan.write or len(rows.ids) < 2 or self.cache.length:
+        if self.cache_mode != "exact" or self.cache.length or not plan.write or len(rows.ids) < 2:
             return False
         columns = plan.columns
         return all(bool((t[:, columns] == t[:1, columns]).all()) for t in (rows.x, rows.positions, rows.valid))

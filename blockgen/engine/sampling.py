@@ -36,14 +36,6 @@ def _nucleus(logits: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Te
     return ranked.masked_fill(drop, float("-inf")), order
 
 
-def filter_top_p(logits: torch.Tensor, top_p: float | None) -> torch.Tensor:
-    """The logits with every token outside the nucleus at -inf."""
-    if top_p is None or top_p >= 1.0:
-        return logits
-    ranked, order = _nucleus(logits, top_p)
-    return torch.full_like(logits, float("-inf")).scatter(-1, order, ranked)
-
-
 def sample_tokens(
     logits: torch.Tensor,
     *,

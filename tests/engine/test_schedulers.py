@@ -134,7 +134,11 @@ def test_bad_scheduler_settings(make, parameter):
 def test_top_p_keeps_exactly_the_sorted_nucleus(scale):
     """The top-k shortcut keeps the same tokens as ranking the whole vocabulary (peaked rows: the nucleus lies in the
     top tokens; flat rows: it does not, and the full sort runs)."""
-    from blockgen.engine.sampling import filter_top_p
+    from blockgen.engine.sampling import _nucleus
+
+    def filter_top_p(logits, top_p):  # the nucleus as a mask over the vocabulary
+        ranked, order = _nucleus(logits, top_p)
+        return torch.full_like(logits, float("-inf")).scatter(-1, order, ranked)
 
     logits = torch.randn(3, 2, 5000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * scale
     for top_p in (0.5, 0.9, 0.95):
