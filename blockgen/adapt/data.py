@@ -82,6 +82,15 @@ SETTINGS: tuple[str, ...] = (
 NARRATIVE_KINDS = frozenset({"story", "scene", "dialogue", "letter", "description"})
 
 
+# What later passes over the prompt set add to each instruction, one per pass: the same request in another length,
+# tone or audience, so that greedy answers (the same for the same prompt) differ too.
+VARIATIONS: tuple[str, ...] = (
+    "Keep it short.", "Write for a general audience.", "Use simple, clear language.", "Use a warm, friendly tone.",
+    "Include one specific example.", "Write it for a school magazine.", "Use vivid, concrete details.",
+    "Use a formal tone.", "Write for readers who know the basics already.", "Start with a surprising fact.",
+)
+
+
 def _all_prompts() -> list[str]:
     return [pattern.format(topic=topic) for kind, pattern in KINDS
             for topic in TOPICS + (SETTINGS if kind in NARRATIVE_KINDS else ())]
@@ -89,14 +98,14 @@ def _all_prompts() -> list[str]:
 
 def prompt_set(count: int, seed: int = 0) -> list[str]:
     """`count` instructions from kinds x topics (narrative kinds also take SETTINGS). Each pass is a fresh shuffle
-    (with `seed` and the pass number) of all of them, so the first pass has no repeats and later passes ask the same
-    things again (the answers are sampled anew)."""
+    (with `seed` and the pass number) of all of them, so the first pass has no repeats; pass r > 0 adds the
+    variation VARIATIONS[(r - 1) % len] to each (after as many passes as there are variations, requests repeat)."""
     pairs = _all_prompts()
     if count < 1:
         raise InvalidArgumentError("distill", count, "must be at least 1 prompt")
     prompts: list[str] = []
     for round_ in range(-(-count // len(pairs))):
-        order = list(pairs)
+        order = list(pairs) if not round_ else [f"{p} {VARIATIONS[(round_ - 1) % len(VARIATIONS)]}" for p in pairs]
         random.Random(seed * 1009 + round_).shuffle(order)
         prompts += order
     return prompts[:count]
@@ -268,16 +277,19 @@ def load_examples(path: Path, vocab_size: int) -> list[Example]:
     return examples
 
 
+def _fitted(ex: Example, seq_len: int) -> tuple[list[int], int]:
+    """An example as one row of at most seq_len tokens (the end of its prompt, at most half of seq_len, and the
+    start of its completion) and its prompt's length in that row."""
+    prompt = list(ex.prompt[-(seq_len // 2):]) if ex.prompt else []
+    return (prompt + list(ex.completion))[:seq_len], len(prompt)
+
+
 def collate(examples: list[Example], seq_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(ids, valid, maskable), each (B, L) with L the longest row (at most seq_len), padded on the right.
 
     A row longer than seq_len keeps the end of its prompt (at most half of seq_len) and the start of its completion."""
-    rows, prompt_lens = [], []
-    for ex in examples:
-        prompt = list(ex.prompt[-(seq_len // 2):]) if ex.prompt else []
-        row = (prompt + list(ex.completion))[:seq_len]
-        rows.append(row)
-        prompt_lens.append(len(prompt))
+    fitted = [_fitted(ex, seq_len) for ex in examples]
+    rows, prompt_lens = [r for r, _ in fitted], [n for _, n in fitted]
     length = max(map(len, rows))
     ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
     valid = torch.zeros(len(rows), length, dtype=torch.bool)
@@ -287,3 +299,56 @@ def collate(examples: list[Example], seq_len: int, pad_id: int) -> tuple[torch.T
         valid[i, : len(row)] = True
         maskable[i, p : len(row)] = True
     return ids, valid, maskable
+
+
+def _span(ex: Example, seq_len: int, align: int) -> int:
+    """The room an example takes in a packed row: its fitted length rounded up to a multiple of align."""
+    length = min(seq_len, min(len(ex.prompt), seq_len // 2) + len(ex.completion))
+    return -(-length // align) * align
+
+
+def pack(examples: list[Example], order: list[int], seq_len: int, align: int, open_rows: int = 16) -> list[list[int]]:
+    """Rows of example indices, taken in `order`, each row's spans (see _span) summing to at most seq_len: first
+    fit over the last `open_rows` rows still open, so short answers share a row instead of padding one each."""
+    if align < 1 or seq_len % align:
+        raise InvalidArgumentError("seq_len", seq_len, f"must be a multiple of the packing alignment {align}")
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in order:
+        span = min(seq_len, _span(examples[index], seq_len, align))
+        start = max(0, len(rows) - open_rows)
+        slot = next((r for r in range(start, len(rows)) if room[r] >= span), None)
+        if slot is None:
+            rows.append([])
+            room.append(seq_len)
+            slot = len(rows) - 1
+        rows[slot].append(index)
+        room[slot] -= span
+    return rows
+
+
+def collate_packed(rows: list[list[Example]], seq_len: int, pad_id: int, align: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, valid, maskable, positions, segments), each (B, seq_len): each row holds its examples one after another,
+    each starting at a multiple of align, positions counting from 0 in each, segments numbering them (-1 on
+    padding). An example's first token is not maskable (nothing in its segment predicts it)."""
+    b = len(rows)
+    ids = torch.full((b, seq_len), pad_id, dtype=torch.long)
+    valid = torch.zeros(b, seq_len, dtype=torch.bool)
+    maskable = torch.zeros(b, seq_len, dtype=torch.bool)
+    positions = torch.zeros(b, seq_len, dtype=torch.long)
+    segments = torch.full((b, seq_len), -1, dtype=torch.long)
+    for i, row in enumerate(rows):
+        at = 0
+        for number, ex in enumerate(row):
+            tokens, prompt_len = _fitted(ex, seq_len)
+            end = at + len(tokens)
+            if end > seq_len:
+                raise InvalidArgumentError("rows", i, f"its examples need more than seq_len={seq_len} tokens")
+            ids[i, at:end] = torch.tensor(tokens)
+            valid[i, at:end] = True
+            maskable[i, at + max(1, prompt_len):end] = True
+            positions[i, at:end] = torch.arange(len(tokens))
+            segments[i, at:end] = number
+            at += -(-len(tokens) // align) * align
+    return ids, valid, maskable, positions, segments

@@ -11,6 +11,10 @@ So the noisy copy of block b is denoised from a clean, exactly-cacheable past: t
 finished blocks are frozen and cached. Each row is drawn twice with complementary masks (a position masked in one is
 clean in the other), so every position that may be masked is supervised exactly once per pair.
 
+Packed rows (several examples in one row, as `collate_packed` lays them out) add a segment id per token: a query
+sees only keys of its own segment, positions restart at 0 in each segment, and each segment starts at a multiple of
+the block size, so a row's block boundaries are each segment's own.
+
 Targets: with a logit shift (Fast-dLLM v2, AR bases) token i is predicted from position i-1: the noisy copy's i-1
 inside a block, the clean copy's i-1 for a block's first token (the last position of the finished block before it,
 which is where the decode loop reads that prediction). Without a shift, from the noisy copy's position i.
@@ -25,10 +29,12 @@ import torch
 from blockgen.errors import InvalidArgumentError
 
 
-def training_mask(length: int, block_size: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+def training_mask(length: int, block_size: int, valid: torch.Tensor | None = None,
+                  segments: torch.Tensor | None = None) -> torch.Tensor:
     """(B or 1, 1, 2L, 2L) bool attention mask over [noisy | clean] (True = may attend).
 
     valid: (B, L) bool, False for padding; padded keys are hidden, padded queries see everything (never read).
+    segments: (B, L) segment id of each token of a packed row; a query sees keys of its own segment only.
     """
     if block_size < 1:
         raise InvalidArgumentError("block_size", block_size, "must be >= 1")
@@ -41,6 +47,9 @@ def training_mask(length: int, block_size: int, valid: torch.Tensor | None = Non
     clean_noisy = torch.zeros_like(noisy_noisy)
     mask = torch.cat([torch.cat([noisy_noisy, noisy_clean], 1), torch.cat([clean_noisy, clean_clean], 1)], 0)
     mask = mask[None]  # (1, 2L, 2L)
+    if segments is not None:
+        both = torch.cat([segments, segments], 1)  # (B, 2L)
+        mask = mask & (both[:, :, None] == both[:, None, :])
     if valid is not None:
         both = torch.cat([valid, valid], 1)  # (B, 2L)
         mask = (mask & both[:, None, :]) | ~both[:, :, None]
@@ -95,8 +104,13 @@ def build_batch(
     mask_token_id: int,
     logit_shift: bool,
     generator: torch.Generator,
+    positions: torch.Tensor | None = None,
+    segments: torch.Tensor | None = None,
 ) -> TrainingBatch:
-    """The training batch for clean rows `ids` (B, L): complementary noisy copies, the 2L layout and the targets."""
+    """The training batch for clean rows `ids` (B, L): complementary noisy copies, the 2L layout and the targets.
+
+    positions, segments: (B, L) for packed rows (see collate_packed): each token's position inside its segment and
+    the segment's id; segments must start at multiples of block_size and their first tokens must not be maskable."""
     if ids.shape != valid.shape or ids.shape != maskable.shape:
         raise InvalidArgumentError("ids", tuple(ids.shape), "ids, valid and maskable must have one shape")
     b, length = ids.shape
@@ -108,13 +122,17 @@ def build_batch(
     clean = ids.repeat(2, 1)
     noisy = torch.where(masked, torch.full_like(clean, mask_token_id), clean)
     valid2 = valid.repeat(2, 1)
-    positions = torch.arange(length, device=ids.device).repeat(2)[None].expand(2 * b, 2 * length)
+    if positions is None:
+        positions = torch.arange(length, device=ids.device).repeat(2)[None].expand(2 * b, 2 * length)
+    else:
+        positions = torch.cat([positions, positions], 1).repeat(2, 1)
+    segments2 = None if segments is None else segments.repeat(2, 1)
     index = predictor_index(length, block_size, logit_shift, ids.device)
     rows, cols = masked.nonzero(as_tuple=True)
     return TrainingBatch(
         input_ids=torch.cat([noisy, clean], 1),
         positions=positions,
-        attn_mask=training_mask(length, block_size, valid2),
+        attn_mask=training_mask(length, block_size, valid2, segments2),
         target_rows=rows,
         target_cols=index[cols],
         targets=clean[rows, cols],

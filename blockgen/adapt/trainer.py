@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from blockgen.adapt.card import write_card
-from blockgen.adapt.data import Example, collate, distill, examples_from_files, load_examples, prompt_set, save_examples
+from blockgen.adapt.data import (Example, collate, collate_packed, distill, examples_from_files, load_examples, pack,
+                                 prompt_set, save_examples)
 from blockgen.adapt.layout import TrainingBatch, build_batch
 from blockgen.errors import InvalidArgumentError
 from blockgen.loading import adapter as adapter_io
@@ -53,6 +54,8 @@ class AdaptConfig(Options):
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(8, ge=1)
     seq_len: int = Field(256, ge=8, le=65536)
+    pack: bool = Field(False, description="pack several examples into each seq_len row (each in its own attention "
+                       "segment, starting at a multiple of the largest block size): every row full, one shape a step")
     lr: float = Field(2e-4, gt=0.0, le=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(20, ge=0)
@@ -90,6 +93,9 @@ class AdaptConfig(Options):
         config = super().build(**options)
         if not config.data and not config.distill:
             raise InvalidArgumentError("data", config.data, "give text files (data) or a number of prompts (distill)")
+        if config.pack and config.seq_len % math.lcm(*config.block_sizes):
+            raise InvalidArgumentError("seq_len", config.seq_len, "packing needs a multiple of "
+                                       f"{math.lcm(*config.block_sizes)} (the block sizes' least common multiple)")
         return config
 
     @property
@@ -198,6 +204,36 @@ def _examples_for_step(examples: list[Example], step: int, batch_size: int, seed
             orders[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + epoch))
         picked.append(examples[int(orders[epoch][slot])])
     return picked
+
+
+class _PackedRows:
+    """The packed rows of each epoch (pack() over that epoch's permutation), and the rows of a step: consecutive
+    rows of the epochs in turn, so a step's batch is a pure function of the step, as unpacked."""
+
+    def __init__(self, examples: list[Example], seq_len: int, align: int, seed: int):
+        self.examples, self.seq_len, self.align, self.seed = examples, seq_len, align, seed
+        self.epochs: list[list[list[int]]] = []
+
+    def _epoch(self, epoch: int) -> list[list[int]]:
+        while len(self.epochs) <= epoch:
+            n = len(self.examples)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 7919 + len(self.epochs)))
+            self.epochs.append(pack(self.examples, order.tolist(), self.seq_len, self.align))
+        return self.epochs[epoch]
+
+    def for_step(self, step: int, batch_size: int) -> list[list[Example]]:
+        picked, epoch, k = [], 0, step * batch_size
+        while len(picked) < batch_size:
+            rows = self._epoch(epoch)
+            if k >= len(rows):
+                k -= len(rows)
+                epoch += 1
+                continue
+            take = rows[k : k + batch_size - len(picked)]
+            picked += [[self.examples[i] for i in row] for row in take]
+            k = 0
+            epoch += 1
+        return picked
 
 
 def _step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -497,18 +533,27 @@ def adapt(
     def last_step() -> int:
         return config.steps if stop_after is None else min(config.steps, first + stop_after)
 
+    packed = None
+    if config.pack:
+        packed = _PackedRows(examples, config.seq_len, math.lcm(*config.block_sizes), config.seed)
     window_tokens, window_start = 0, time.perf_counter()
     step = first
     while step < last_step():
         block = config.block_size_at(step)
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
-        rows = _examples_for_step(examples, step, config.batch_size, config.seed)[rank::world]
-        ids, valid, maskable = collate(rows, config.seq_len, pad_id)
+        extra = {}
+        if packed is not None:
+            ids, valid, maskable, positions, segments = collate_packed(
+                packed.for_step(step, config.batch_size)[rank::world], config.seq_len, pad_id, packed.align)
+            extra = {"positions": positions.to(accelerator.device), "segments": segments.to(accelerator.device)}
+        else:
+            rows = _examples_for_step(examples, step, config.batch_size, config.seed)[rank::world]
+            ids, valid, maskable = collate(rows, config.seq_len, pad_id)
         generator = _step_generator(config.seed, step, rank)
         batch = build_batch(ids.to(accelerator.device), valid.to(accelerator.device), maskable.to(accelerator.device),
                             block_size=block, mask_token_id=mask[1], logit_shift=config.logit_shift,
-                            generator=generator)
+                            generator=generator, **extra)
         sigma = config.mask_noise_at(step) * embed_std
         noise = None
         if sigma > 0:  # LLaDA2.0: each masked position gets its own noisy copy of the mask embedding early on

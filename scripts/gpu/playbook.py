@@ -443,17 +443,24 @@ def distill_stage(args, store: Store, out: Path, deadline: float, log: Log) -> P
     import torch
 
     import blockgen
-    from blockgen.adapt.data import distill, prompt_set, save_examples
+    from blockgen.adapt.data import distill, load_examples, prompt_set, save_examples
 
+    if args.data:
+        log(f"distill: training on {args.data} ({sum(1 for _ in open(args.data)):,} examples)")
+        return Path(args.data)
     data = store.work / "distill.jsonl"
     carried = Path(args.carried) / "distill.jsonl.xz"
-    if carried.is_file() and not args.fresh_data:
+    earlier: list = []
+    if carried.is_file():
         data.write_bytes(lzma.decompress(carried.read_bytes()))
-        log(f"distill: reusing the carried dataset ({sum(1 for _ in data.open()):,} examples)")
-        return data
+        if not args.fresh_data:
+            log(f"distill: reusing the carried dataset ({sum(1 for _ in data.open()):,} examples)")
+            return data
+        earlier = list(dict.fromkeys(load_examples(data, 1 << 30)))  # kept, without exact repeats
+        log(f"distill: {len(earlier):,} distinct carried examples kept beside the new ones")
     lm = blockgen.load("default-ar", device=args.device)
     log(f"loaded default-ar on {lm.device} ({str(lm.dtype).removeprefix('torch.')}) in {lm.load_seconds:.1f}s")
-    prompts = prompt_set(args.distill_prompts, seed=args.seed)
+    prompts = prompt_set(args.distill_offset + args.distill_prompts, seed=args.seed)[args.distill_offset:]
     examples, tokens, started = [], 0, time.monotonic()
     stop_at = min(deadline, started + args.distill_seconds)
     chunk = args.distill_batch * args.distill_chunk_batches
@@ -470,7 +477,7 @@ def distill_stage(args, store: Store, out: Path, deadline: float, log: Log) -> P
             break
         examples += got
         tokens += sum(len(e.completion) for e in got)
-        save_examples(examples, data)
+        save_examples(earlier + examples, data)
         elapsed = time.monotonic() - started
         log(f"distill: {len(examples):,} answers, {tokens:,} tokens, {tokens / elapsed:,.0f} tokens/s")
     if not examples:
@@ -536,6 +543,7 @@ def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log:
         _copy_adapter(directory, out)
 
     options = dict(base="default", data=[str(data)], batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
+                   pack=not args.no_pack,
                    lora_rank=args.lora_rank, block_sizes=args.block_sizes, adapter_dtype="bfloat16", seed=args.seed,
                    checkpoint_every=args.checkpoint_every, device=args.device, warmup_steps=args.warmup_steps)
     start = Path(args.init_adapter) if args.init_adapter else Path(args.carried) / "adapter"
@@ -630,9 +638,13 @@ def job(args, store: Store) -> int:
     os.environ.update(store.env())
     sys.path[:0] = [str(store.source()), str(store.site), str(ROOT)]
     store.work.mkdir(parents=True, exist_ok=True)
-    data = distill_stage(args, store, out, deadline - args.train_seconds_min - args.bench_seconds, log)
-    run_dir = adapt_stage(args, data, store, out, deadline - args.bench_seconds, log)
-    benchmark_stage(args, run_dir, store, out, deadline - 5, log)
+    bench = 0 if args.no_bench else args.bench_seconds
+    data = distill_stage(args, store, out, deadline - args.train_seconds_min - bench, log)
+    run_dir = adapt_stage(args, data, store, out, deadline - bench, log)
+    if args.no_bench:
+        log("benchmark: skipped (--no-bench); run benchmarks/default_model.py on the returned adapter")
+    else:
+        benchmark_stage(args, run_dir, store, out, deadline - 5, log)
     log(f"done; $OUT holds: {', '.join(sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()))}")
     return 0
 
@@ -674,6 +686,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--fresh-data", action="store_true", help="distill even if an earlier lease's data is "
                            "carried (and train on the new data only)")
             p.add_argument("--distill-batch", type=int, default=512)
+            p.add_argument("--distill-offset", type=int, default=0, help="skip this many prompts of the set (those "
+                           "an earlier lease answered)")
+            p.add_argument("--data", help="train on this dataset (JSON lines, e.g. an earlier job's "
+                           "work/distill.jsonl in the store); no distillation")
+            p.add_argument("--no-pack", action="store_true", help="one example a row (default: rows packed full)")
+            p.add_argument("--no-bench", action="store_true", help="no benchmark here (training gets its time; "
+                           "tokens per forward and perplexity do not depend on the machine)")
             p.add_argument("--distill-chunk-batches", type=int, default=2, help="batches between saves")
             p.add_argument("--distill-engine", choices=["transformers", "blockgen"], default="transformers",
                            help="who samples the base's answers (lease 1: blockgen's loop gave 1.9k tokens/s at 512 "

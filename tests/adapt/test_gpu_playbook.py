@@ -125,12 +125,25 @@ def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
     assert config["training"]["started_from"][0]["steps"] == 12 and config["training"]["metrics"]
     assert config["training"]["settings"]["block_sizes"] == [2]  # the curriculum is behind it
 
-    # or distills afresh (greedy answers) although data is carried, and benchmarks block 8 only
+    # or distills afresh (greedy answers to prompts past those answered before) beside the carried data, and
+    # benchmarks block 8 only
     fresh = _playbook("job", "--carried", second, "--store", store, "--out", tmp_path / "out3", *TINY_JOB,
-                      "--fresh-data", "--distill-temperature", "0", "--bench-blocks", "8")
+                      "--fresh-data", "--distill-temperature", "0", "--bench-blocks", "8", "--distill-offset", "8")
     assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
-    assert "reusing the carried dataset" not in fresh.stdout and "distill: " in fresh.stdout
+    assert "reusing the carried dataset" not in fresh.stdout
+    assert f"{len(examples):,} distinct carried examples kept beside the new ones" in fresh.stdout
     assert [r["block"] for r in json.loads((tmp_path / "out3" / "benchmark.json").read_text())["rows"]] == [1, 8]
+    both = lzma.decompress((tmp_path / "out3" / "distill.jsonl.xz").read_bytes()).splitlines()
+    assert len(both) > len(examples) and [json.loads(x) for x in both[:len(examples)]] == examples
+
+    # a follow-up on the same warm machine: trains on from the last run on the dataset in the store, no benchmark
+    shutil.copytree(store / "work" / "run", tmp_path / "last")
+    follow = _playbook("job", "--carried", second, "--store", store, "--out", tmp_path / "out4", *TINY_JOB,
+                       "--data", store / "work" / "distill.jsonl", "--init-adapter", tmp_path / "last", "--no-bench")
+    assert follow.returncode == 0, follow.stdout[-3000:] + follow.stderr[-3000:]
+    assert f"distill: training on {store / 'work' / 'distill.jsonl'} ({len(both):,} examples)" in follow.stdout
+    assert "benchmark: skipped" in follow.stdout and not (tmp_path / "out4" / "benchmark.json").exists()
+    assert (tmp_path / "out4" / "adapter" / "adapter_config.json").is_file()
 
     # the machine runs from the source tree, not an install: the package is laid out as pyproject maps it
     assert (store / "src" / "blockgen" / "planners").resolve() == ROOT / "planners"

@@ -111,3 +111,34 @@ def test_targets_are_the_masked_clean_tokens_only():
     assert not batch.masked[:, :3].any()  # prompt tokens are never masked
     noisy = batch.input_ids[:, :12]
     assert torch.equal(noisy == 3, batch.masked)
+
+
+@torch.no_grad()
+def test_packed_row_is_each_example_alone():
+    """Two examples packed in one row (segments, restarted positions, aligned starts) get the hidden states each
+    gets alone in the unpacked layout, noisy and clean copies both: nothing leaks across segments."""
+    from blockgen.adapt.data import Example, collate_packed
+
+    model, block = _decoder(), 4
+    gen = torch.Generator().manual_seed(5)
+    a = Example(tuple(torch.randint(5, 200, (3,), generator=gen).tolist()),
+                tuple(torch.randint(5, 200, (9,), generator=gen).tolist()))
+    b = Example(tuple(torch.randint(5, 200, (2,), generator=gen).tolist()),
+                tuple(torch.randint(5, 200, (5,), generator=gen).tolist()))
+    ids, valid, maskable, positions, segments = collate_packed([[a, b]], 24, 0, align=block)
+    assert segments[0].tolist() == [0] * 12 + [1] * 7 + [-1] * 5  # b starts at 12, a multiple of the block
+    assert positions[0, 12:19].tolist() == list(range(7))
+    assert maskable[0].nonzero().flatten().tolist() == list(range(3, 12)) + list(range(14, 19))
+    batch = build_batch(ids, valid, maskable, block_size=block, mask_token_id=3, logit_shift=True,
+                        generator=torch.Generator().manual_seed(4), positions=positions, segments=segments)
+    hidden = model.hidden_states(batch.input_ids, positions=batch.positions, attn_mask=batch.attn_mask)
+    for lo, n in ((0, 12), (12, 7)):
+        noisy, clean = batch.input_ids[:, lo:lo + n], batch.input_ids[:, 24 + lo:24 + lo + n]
+        alone = torch.cat([noisy, clean], 1)
+        reference = model.hidden_states(alone, positions=torch.arange(n).repeat(2)[None].expand(2, -1),
+                                        attn_mask=training_mask(n, block))
+        torch.testing.assert_close(hidden[:, lo:lo + n], reference[:, :n], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(hidden[:, 24 + lo:24 + lo + n], reference[:, n:], atol=1e-5, rtol=1e-5)
+    # targets: only completion tokens, and a segment's first token never (nothing in it predicts that)
+    assert set(batch.target_cols.tolist()) <= set(range(48))
+    assert not batch.masked[:, [0, 12]].any()

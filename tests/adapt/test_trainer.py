@@ -229,3 +229,47 @@ def test_a_looping_answer_is_cut_where_the_loop_starts():
     looping = [1, 2, 3] + [7, 8, 9, 10] * 5
     assert cut_loop(looping) == 7 and looping[:7] == [1, 2, 3, 7, 8, 9, 10]  # one copy kept
     assert cut_loop([5] * 12) == 1 and cut_loop([5] * 7) == 7
+
+
+def test_packing_fills_rows_and_a_step_is_a_pure_function_of_the_step():
+    from blockgen.adapt.data import Example, pack
+    from blockgen.adapt.trainer import _PackedRows
+
+    rng = random.Random(1)
+    examples = [Example(tuple(range(rng.randrange(0, 6))), tuple(range(rng.randrange(1, 30)))) for _ in range(200)]
+    rows = pack(examples, list(range(200)), 64, 8)
+    assert sorted(i for row in rows for i in row) == list(range(200))
+    spans = [sum(-(-(len(examples[i].prompt) + len(examples[i].completion)) // 8) * 8 for i in row) for row in rows]
+    assert max(spans) <= 64 and sum(spans) / (64 * len(rows)) > 0.9  # rows are nearly full
+    packed = _PackedRows(examples, 64, 8, seed=3)
+    first = packed.for_step(7, 16)
+    assert len(first) == 16 and first == _PackedRows(examples, 64, 8, seed=3).for_step(7, 16)
+    # steps walk through epochs: every example comes once per epoch
+    per_epoch = len(packed._epoch(0))
+    seen = [ex for step in range(per_epoch // 4) for row in packed.for_step(step, 4) for ex in row]
+    assert len(seen) == sum(len(r) for r in packed._epoch(0)[: per_epoch // 4 * 4])
+
+
+def test_packed_run_trains_on_full_rows(base, tmp_path):
+    rng, letters = random.Random(2), "abcdefghijklmnopqrstuvwxyz"
+    from blockgen.adapt.data import Example, save_examples
+
+    lm = blockgen.load(base, device="cpu")
+    short = []
+    for _ in range(200):
+        start = rng.randrange(26)
+        text = "".join(letters[(start + i) % 26] for i in range(rng.randrange(8, 20)))
+        short.append(Example((), tuple(lm.tokenizer(text, add_special_tokens=False)["input_ids"])))
+    data = tmp_path / "short.jsonl"
+    save_examples(short, data)
+    common = dict(base=str(base), data=[str(data)], steps=60, batch_size=4, seq_len=64, lr=3e-3, lora_rank=None,
+                  block_sizes=[2, 4], checkpoint_every=1000, device="cpu", warmup_steps=5)
+    packed, plain = [], []
+    adapt(AdaptConfig.build(pack=True, **common), tmp_path / "packed", on_progress=packed.append)
+    result = adapt(AdaptConfig.build(**common), tmp_path / "plain", on_progress=plain.append)
+    losses = [p.loss for p in packed]
+    assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10  # the loss falls
+    tokens = json.loads((tmp_path / "packed" / "config.json").read_text())["blockgen_training"]["tokens_seen"]
+    assert tokens > 2.5 * result.tokens_seen  # rows hold several examples each
+    with pytest.raises(InvalidArgumentError, match="seq_len"):
+        AdaptConfig.build(pack=True, **{**common, "seq_len": 62})
