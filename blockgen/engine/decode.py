@@ -103,6 +103,9 @@ def resolve_cache(mode: str, family: Family) -> str:
     if mode == "exact" and bidirectional:
         raise InvalidArgumentError("cache", mode, "a bidirectional model has no exact KV cache; use 'none' "
                                    "(exact, uncached) or 'prefix' / 'dual' (approximate)")
+    if mode in ("prefix", "dual") and family.mask_token_id is None:
+        raise InvalidArgumentError("cache", mode, f"this {family.model_type} checkpoint has no mask token; "
+                                   f"'{mode}' refreshes its cache over a masked block: use 'auto' or 'exact'")
     return mode
 
 

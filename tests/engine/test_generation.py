@@ -150,6 +150,12 @@ def test_ar_checkpoint_without_mask_token_cannot_run_blocks(tmp_path):
     with pytest.raises(InvalidArgumentError, match="mask token") as info:
         lm.generate("The river", max_new_tokens=6, block_size=4)
     assert info.value.parameter == "block_size"
+    # prefix / dual caching refresh over a masked block: refused up front (they once embedded id -1: IndexError on
+    # CPU, a device-side assert on CUDA)
+    for mode in ("prefix", "dual"):
+        with pytest.raises(InvalidArgumentError, match="no mask token") as info:
+            lm.generate("The river", max_new_tokens=6, cache=mode)
+        assert info.value.parameter == "cache" and info.value.value == mode
 
 
 def test_batch_with_editing_and_early_stops_equals_single_prompts(block_lm):
