@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,13 +130,14 @@ class LoadedModel:
 
     @property
     def context_limit(self) -> int:
-        """The trained context length in tokens; longer contexts need an NTK factor (see ntk_factor_for)."""
-        return self.config.max_position_embeddings
+        """The trained context length in tokens (the family's record, else max_position_embeddings); longer contexts
+        need an NTK factor (see ntk_factor_for)."""
+        return self.family.trained_length or self.config.max_position_embeddings
 
     def ntk_factor_for(self, length: int) -> float:
         """The RoPE NTK factor the extrapolation law picks for a context of `length` tokens (1.0 within
-        context_limit)."""
-        return self.model.ntk_factor_for(length)
+        context_limit, more than 1.0 past it)."""
+        return self.model.ntk_factor_for(length, self.context_limit)
 
     def encode_text(self, text: str) -> list[int]:
         """Token ids of a piece of text as it appears inside a prompt: no special tokens added; [] for ""."""
@@ -183,19 +183,6 @@ class LoadedModel:
             return [self.encode(p, chat=chat) for p in prompt], True
         return [self.encode(prompt, chat=chat)], False
 
-    @contextmanager
-    def _ntk(self, config, prompts: list[list[int]]):
-        previous = self.model.ntk_factor
-        factor = config.ntk_factor
-        if factor == "auto":
-            factor = self.ntk_factor_for(max(map(len, prompts)) + config.max_new_tokens + config.block_for(self.family))
-        if factor is not None:
-            self.model.set_ntk_factor(factor)
-        try:
-            yield
-        finally:
-            self.model.set_ntk_factor(previous)
-
     def _prepare(self, prompt, chat: bool, scheduler, options: dict):
         """Validated (prompts, is_batch, config, scheduler object) for one call."""
         from blockgen.engine import GenerationConfig
@@ -211,9 +198,8 @@ class LoadedModel:
     def _stream(self, prompts, config, scheduler) -> Iterator:
         from blockgen.engine import stream
 
-        with self._ntk(config, prompts):
-            yield from stream(self.model, self.family, self.tokenizer, prompts, config,
-                              stop_token_ids=self.stop_token_ids, scheduler=scheduler)
+        yield from stream(self.model, self.family, self.tokenizer, prompts, config,
+                          stop_token_ids=self.stop_token_ids, scheduler=scheduler)
 
     def events(self, prompt, *, chat: bool = False, scheduler=None, **options) -> Iterator:
         """Tier 1: the decode loop's events (StepEvent, BlockEvent, FinishEvent) for progress displays."""
@@ -221,8 +207,7 @@ class LoadedModel:
 
         prompts, _, config, scheduler = self._prepare(prompt, chat, scheduler, options)
         settings = config.decode_settings(self.family, self.device, self.stop_token_ids)
-        with self._ntk(config, prompts):
-            yield from decode(self.model, self.family, scheduler, prompts, settings)
+        yield from decode(self.model, self.family, scheduler, prompts, settings)
 
     def stream(self, prompt, *, chat: bool = False, scheduler=None, **options) -> Iterator:
         """Tier 2: GenerationChunks (row, text delta, tokens, finish reason, running stats) as text is committed.
@@ -254,12 +239,36 @@ class LoadedModel:
         return [r.text for r in results] if is_batch else results[0].text
 
 
-def _stop_ids(raw: dict, tokenizer) -> tuple[int, ...]:
-    ids = raw.get("eos_token_id")
-    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
+# Special tokens that end a turn or a text in the chat formats of the supported families (ChatML, Llama 3, Gemma,
+# Phi, LLaDA, ...): a model may end its answer with one that is not its config's EOS.
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>", "<|end_of_text|>", "<end_of_turn>",
+               "<|end|>", "<|END_OF_TURN_TOKEN|>")
+
+
+def _ids(value) -> list[int]:
+    return [] if value is None else [int(value)] if isinstance(value, int) else [int(v) for v in value]
+
+
+def _stop_ids(raw: dict, tokenizer, directory: Path | None = None) -> tuple[int, ...]:
+    """The tokens that end a generation, the checkpoint's own EOS first: config.json's eos_token_id, then
+    generation_config.json's, the tokenizer's EOS, and the end-of-turn special tokens (END_OF_TURN) it has."""
+    ids = _ids(raw.get("eos_token_id"))
+    generation = None if directory is None else directory / "generation_config.json"
+    if generation is not None and generation.is_file():
+        import json
+
+        try:
+            ids += _ids(json.loads(generation.read_text()).get("eos_token_id"))
+        except (ValueError, TypeError, AttributeError) as exc:
+            from blockgen.errors import ConfigError
+
+            raise ConfigError(generation, "eos_token_id", f"unreadable ({exc})") from None
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
-    return tuple(sorted(set(int(i) for i in ids)))
+    special = {token.content: int(i) for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items()
+               if token.special}
+    ids += [special[name] for name in END_OF_TURN if name in special]
+    return tuple(dict.fromkeys(ids))
 
 
 PACKAGED_ADAPTER = Path(__file__).parent / "adapters" / "default"
@@ -332,6 +341,6 @@ def load(
         name=str(name_or_path),
         path=adapter or directory,
         load_seconds=time.perf_counter() - start,
-        stop_token_ids=_stop_ids(raw, tokenizer),
+        stop_token_ids=tuple(i for i in _stop_ids(raw, tokenizer, directory) if i != family.mask_token_id),
         quantize=quantize,
     )

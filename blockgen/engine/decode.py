@@ -223,14 +223,28 @@ def _penalize(logits: torch.Tensor, rows: _Rows, mask_id: int, penalty: float, g
     return torch.where(counts[:, None, :] > 0, penalized, logits)
 
 
-def _check(model: Decoder, prompts: list[list[int]], s: DecodeSettings) -> None:
+def trained_length(model: Decoder, family: Family) -> int:
+    """The context the checkpoint was trained at: its family's record, else the config's max_position_embeddings."""
+    return family.trained_length or model.config.max_position_embeddings
+
+
+def ntk_factor(model: Decoder, family: Family, s: DecodeSettings, positions: int) -> float | None:
+    """This decode's RoPE NTK factor for a context of `positions`: the option's number, the extrapolation law's
+    for 'auto' (1.0 within the trained length, above 1.0 past it), or None (the model's own)."""
+    option = s.options.ntk_factor
+    if option == "auto":
+        return model.ntk_factor_for(positions, trained_length(model, family))
+    return option
+
+
+def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSettings) -> None:
     if not prompts:
         raise InvalidArgumentError("prompts", prompts, "must hold at least one prompt")
     for i, p in enumerate(prompts):
         if not p:
             raise InvalidArgumentError(f"prompts[{i}]", p, "is empty: give at least one token")
     longest = max(len(p) for p in prompts) + s.max_new_tokens + s.block_size
-    trained = model.config.max_position_embeddings
+    trained = trained_length(model, family)
     if longest > trained and model.ntk_factor == 1.0 and not s.extend_context:
         raise InvalidArgumentError(
             "max_new_tokens",
@@ -255,8 +269,9 @@ class _Loop:
     """One decode: the settings, the model and its cache, and the rows; `blocks()` yields the events."""
 
     def __init__(self, model: Decoder, family: Family, scheduler, rows: _Rows, s: DecodeSettings, mask_id: int,
-                 attention: Attention, stop_check):
+                 attention: Attention, stop_check, ntk_factor: float | None = None):
         self.model, self.scheduler, self.rows, self.s, self.mask_id = model, scheduler, rows, s, mask_id
+        self.ntk_factor = ntk_factor  # this decode's RoPE factor (None: the model's own); no state on the model
         self.attention, self.stop_check = attention, stop_check
         self.cache_mode = resolve_cache(s.options.cache, family)
         self.shift = 1 if family.logit_shift else 0
@@ -328,13 +343,15 @@ class _Loop:
             single = KVCache.for_model(self.model, 1, cache.capacity)
             out = self.model(rows.x[:1, plan.columns], positions=rows.positions[:1, plan.columns],
                              attention=self.attention, cache=single, write_cache=True,
-                             token_mask=rows.valid[:1, plan.columns], logits_at=slot[present])
+                             token_mask=rows.valid[:1, plan.columns], logits_at=slot[present],
+                             ntk_factor=self.ntk_factor)
             cache.fill_from(single)
             out = out.expand(len(rows.ids), *out.shape[1:]).contiguous()
         else:
             out = self.model(rows.x[:, plan.columns], positions=rows.positions[:, plan.columns],
                              attention=self.attention, cache=cache, write_cache=plan.write,
-                             token_mask=rows.valid[:, plan.columns], logits_at=slot[present])
+                             token_mask=rows.valid[:, plan.columns], logits_at=slot[present],
+                             ntk_factor=self.ntk_factor)
         if plan.trim_after is not None:
             cache.trim(plan.trim_after)
         if self.cache_mode == "exact":
@@ -443,12 +460,14 @@ def decode(
 
     stop_check(row, stable_tokens) may return a length at which that row stops (a stop string was found).
     """
-    _check(model, prompts, settings)
+    _check(model, family, prompts, settings)
     mask_id = _mask_id(family, settings)
     fill = settings.stop_token_ids[0] if settings.stop_token_ids else 0
     rows = _Rows.from_prompts(prompts, settings, family, model.device, mask_id, fill)
+    factor = ntk_factor(model, family, settings, max(len(p) for p in prompts) + settings.max_new_tokens
+                        + settings.block_size)
     loop = _Loop(model, family, scheduler, rows, settings, mask_id, family.attention_for(settings.block_size),
-                 stop_check)
+                 stop_check, factor)
     yield from loop.blocks()
 
 
@@ -463,7 +482,7 @@ def fill(model: Decoder, family: Family, scheduler, canvas: list[int], settings:
     mask_id = family.mask_token_id
     if mask_id is None:
         raise InvalidArgumentError("model", family.model_type, "filling a canvas needs a mask token")
-    trained = model.config.max_position_embeddings
+    trained = trained_length(model, family)
     if len(canvas) > trained and model.ntk_factor == 1.0 and not settings.extend_context:
         raise InvalidArgumentError("canvas", len(canvas), f"longer than the model's {trained} positions")
     masked = [i for i, t in enumerate(canvas) if t == mask_id]
@@ -472,7 +491,8 @@ def fill(model: Decoder, family: Family, scheduler, canvas: list[int], settings:
     if settings.options.cache != "none":
         raise InvalidArgumentError("cache", settings.options.cache, "a canvas is decoded without a cache: use 'none'")
     rows = _Rows.from_canvas(canvas, model.device, mask_id)
-    loop = _Loop(model, family, scheduler, rows, settings, mask_id, Attention(AttentionKind.BIDIRECTIONAL), None)
+    loop = _Loop(model, family, scheduler, rows, settings, mask_id, Attention(AttentionKind.BIDIRECTIONAL), None,
+                 ntk_factor(model, family, settings, len(canvas)))
     for event in loop.blocks():
         if isinstance(event, FinishEvent):
             return event.tokens

@@ -36,7 +36,8 @@ _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool"
 
 
 def loaded_model(name: str = "default", device: str = "auto", dtype: str = "auto"):
-    """The process-wide LoadedModel for (name, device, dtype) and the lock that serializes its generation."""
+    """The process-wide LoadedModel for (name, device, dtype) and the lock that serializes documents written with it
+    (one long job at a time on a model)."""
     key = (str(name), str(device), str(dtype))
     with _LOADING:
         if key not in _LOADED:
@@ -114,11 +115,11 @@ def _client_lock(client) -> threading.Lock:
 
 
 def _stream_text(settings: _Settings, prompt, chat: bool, stop, kwargs) -> Iterator[Any]:
-    """blockgen's GenerationChunks for one prompt, holding the model's lock while they are produced."""
-    lm, lock = settings._lm()
+    """blockgen's GenerationChunks for one prompt. No lock is held across a yield: a decode keeps its state (cache,
+    RoPE factor) to itself, so streams may interleave, and one a caller abandons blocks no other."""
+    lm, _ = settings._lm()
     options = settings._options(stop, kwargs)
-    with lock:
-        yield from lm.stream(prompt, chat=chat, **options)
+    yield from lm.stream(prompt, chat=chat, **options)
 
 
 class BlockgenLLM(_Settings, LLM):

@@ -140,12 +140,12 @@ class Decoder(nn.Module):
         """Scale RoPE's base by `factor` (1.0 is the trained RoPE)."""
         self.rope.set_ntk_factor(factor)
 
-    def ntk_factor_for(self, context_length: int) -> float:
-        """The factor the extrapolation law picks for a context of this many tokens (1.0 within the trained length)."""
+    def ntk_factor_for(self, context_length: int, trained_length: int | None = None) -> float:
+        """The factor the extrapolation law picks for a context of this many tokens (1.0 within the trained length:
+        `trained_length`, by default the config's max_position_embeddings; above it always more than 1.0)."""
         cfg = self.config
-        return ntk_factor_for(
-            context_length, head_dim=cfg.head_dim, theta=cfg.rope_theta, trained_length=cfg.max_position_embeddings
-        )
+        return ntk_factor_for(context_length, head_dim=cfg.head_dim, theta=cfg.rope_theta,
+                              trained_length=trained_length or cfg.max_position_embeddings)
 
     def forward(
         self,
@@ -157,6 +157,7 @@ class Decoder(nn.Module):
         write_cache: bool = True,
         token_mask: torch.Tensor | None = None,
         logits_at: torch.Tensor | None = None,
+        ntk_factor: float | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for input_ids (B, T); (B, N, V) for the N token indices in `logits_at` when given.
 
@@ -164,9 +165,11 @@ class Decoder(nn.Module):
         attention: causal, block-causal (with its block size) or bidirectional, over cache + new tokens.
         cache: keys/values of earlier tokens; the new ones are appended when write_cache is True.
         token_mask: (B, T) bool, False for padding tokens, which no query attends to.
+        ntk_factor: this call's RoPE NTK factor (None: the model's own, 1.0 unless set at load); a cache must be
+        read with the factor it was written with.
         """
         h = self.hidden_states(input_ids, positions=positions, attention=attention, cache=cache,
-                               write_cache=write_cache, token_mask=token_mask)
+                               write_cache=write_cache, token_mask=token_mask, ntk_factor=ntk_factor)
         if logits_at is not None:
             h = h[:, logits_at]
         return self.logits(h)
@@ -191,6 +194,7 @@ class Decoder(nn.Module):
         token_mask: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
+        ntk_factor: float | None = None,
     ) -> torch.Tensor:
         """Final normalised hidden states (B, T, H); `forward`'s arguments, plus two for training layouts:
 
@@ -218,7 +222,7 @@ class Decoder(nn.Module):
             mask = build_mask(attention, positions, key_positions, key_valid, token_mask)
 
         h = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        cos, sin = self.rope(positions, h.dtype)
+        cos, sin = self.rope(positions, h.dtype, ntk_factor)
         for i, layer in enumerate(self.model.layers):
             h = layer(h, cos, sin, mask, cache, i, write_cache)
         if cache is not None and write_cache:

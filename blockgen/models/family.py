@@ -24,6 +24,12 @@ _KINDS: dict[str, tuple[AttentionKind, bool, int, tuple[str, ...]]] = {
     "llada": (AttentionKind.BIDIRECTIONAL, False, 32, ("<|mdm_mask|>",)),
 }
 
+# model_type -> the context length the family's published checkpoints were trained at, where their config's
+# max_position_embeddings says more (inherited from the base model's RoPE range). Others: max_position_embeddings.
+_TRAINED_LENGTH: dict[str, int] = {
+    "dream": 2048,  # Dream-v0 (README: trained at 2048 tokens; config.json says 131072)
+}
+
 
 @dataclass(frozen=True)
 class Family:
@@ -38,6 +44,7 @@ class Family:
     logit_shift: bool
     mask_token_id: int | None
     block_size: int
+    trained_length: int | None = None  # the context it was trained at (None: config's max_position_embeddings)
 
     @property
     def exact_cache(self) -> bool:
@@ -87,4 +94,7 @@ def family_from_config(raw: dict, tokenizer=None, path: str | Path = "config.jso
         raise ConfigError(path, "block_size", f"{block!r} is not a positive int")
     if attention is not AttentionKind.CAUSAL and mask_id is None:
         raise ConfigError(path, "mask_token_id", f"a {model_type} checkpoint needs a mask token; none in config or tokenizer")
-    return Family(model_type, attention, shift, None if mask_id is None else int(mask_id), block)
+    trained = override.get("trained_length", _TRAINED_LENGTH.get(model_type))
+    if trained is not None and (not isinstance(trained, int) or isinstance(trained, bool) or trained < 1):
+        raise ConfigError(path, "blockgen.trained_length", f"{trained!r} is not a positive int")
+    return Family(model_type, attention, shift, None if mask_id is None else int(mask_id), block, trained)

@@ -26,7 +26,10 @@ def ntk_factor_for(target_length: int, *, head_dim: int, theta: float, trained_l
         return 1.0
     d_crit = critical_dimension(head_dim, theta, trained_length)
     factor = (target_length / (2 * math.pi)) ** (head_dim / d_crit) / theta
-    return max(1.0, factor)
+    # Just past the trained length the law can ask for less than 1 (no scaling at all): never below the NTK-aware
+    # scaling s^(d / (d - 2)) for s = target / trained, which exceeds 1 as soon as the target does.
+    aware = (target_length / trained_length) ** (head_dim / (head_dim - 2))
+    return max(factor, aware)
 
 
 class RotaryEmbedding(nn.Module):
@@ -42,23 +45,33 @@ class RotaryEmbedding(nn.Module):
         return self.base_theta * self.ntk_factor
 
     def set_ntk_factor(self, factor: float) -> None:
-        if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
-            raise InvalidArgumentError("ntk_factor", factor, "must be a positive finite number")
-        self.ntk_factor = float(factor)
-        # Kept in float32 outside the module's buffers so that model.to(dtype) never rounds it.
-        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device="cpu").float() / self.head_dim
-        self._inv_freq = {torch.device("cpu"): 1.0 / (self.theta**exponents)}
+        """The factor used when a call names none (the model's own, set at load)."""
+        self.ntk_factor = _checked(factor)
+        self._inv_freq: dict[tuple[float, torch.device], torch.Tensor] = {}
 
-    def inv_freq(self, device: torch.device) -> torch.Tensor:
-        if device not in self._inv_freq:
-            self._inv_freq[device] = self._inv_freq[torch.device("cpu")].to(device)
-        return self._inv_freq[device]
+    def inv_freq(self, device: torch.device, factor: float | None = None) -> torch.Tensor:
+        """1 / (factor * theta)^(2i/d), kept in float32 per (factor, device) outside the module's buffers, so that
+        model.to(dtype) never rounds it and no call changes what another sees."""
+        factor = self.ntk_factor if factor is None else _checked(factor)
+        key = (factor, torch.device(device))
+        if key not in self._inv_freq:
+            exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64).float() / self.head_dim
+            self._inv_freq[key] = (1.0 / ((self.base_theta * factor) ** exponents)).to(device)
+        return self._inv_freq[key]
 
-    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # positions: (B, T) -> cos, sin: (B, 1, T, head_dim), computed in float32 then cast.
-        freqs = positions[..., None].float() * self.inv_freq(positions.device)
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype,
+                factor: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions: (B, T) -> cos, sin: (B, 1, T, head_dim), computed in float32 then cast; factor: this call's NTK
+        factor (None: the model's)."""
+        freqs = positions[..., None].float() * self.inv_freq(positions.device, factor)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
+def _checked(factor) -> float:
+    if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+        raise InvalidArgumentError("ntk_factor", factor, "must be a positive finite number")
+    return float(factor)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -114,7 +114,56 @@ def test_context_overflow_is_an_error_or_ntk_when_asked(block_lm):
     assert info.value.parameter == "max_new_tokens" and "ntk" in str(info.value).lower()
     text = block_lm.generate(long_prompt, max_new_tokens=20, ntk_factor="auto")
     assert isinstance(text, str)
-    assert block_lm.model.ntk_factor == 1.0  # restored after the call
+    assert block_lm.model.ntk_factor == 1.0  # a call's factor is its own, never set on the model
+    # 'auto' just past the trained length scales RoPE (the law alone asked for less than 1 there, and the guard was off)
+    assert block_lm.ntk_factor_for(block_lm.context_limit + 1) > 1.0
+    assert block_lm.ntk_factor_for(block_lm.context_limit) == 1.0
+
+
+def test_streams_with_different_ntk_factors_interleave_without_leaking(block_lm):
+    """The factor is per call: two streams advanced in turn each give what they give alone (it was model-global
+    state set around a generator, so an interleaved or abandoned stream leaked it)."""
+    from itertools import zip_longest
+
+    prompt = _prompt(12, 31)
+    options = dict(max_new_tokens=24, block_size=4)
+    alone = {f: block_lm.generate(prompt, ntk_factor=f, **options) for f in (None, 8.0)}
+    assert alone[None] != alone[8.0]  # the factor changes the text, so a leak would show
+    streams = {f: block_lm.stream(prompt, ntk_factor=f, **options) for f in (None, 8.0)}
+    texts = {f: "" for f in streams}
+    for pieces in zip_longest(*streams.values()):
+        for f, piece in zip(streams, pieces):
+            texts[f] += piece.text if piece is not None else ""
+    assert texts == alone
+    abandoned = block_lm.stream(prompt, ntk_factor=8.0, **options)
+    next(abandoned)
+    assert block_lm.generate(prompt, **options) == alone[None]
+
+
+def test_trained_length_is_a_family_field(tmp_path):
+    """A checkpoint whose max_position_embeddings says more than it was trained at records its trained length
+    (config 'blockgen.trained_length'); the guard and 'auto' NTK key on it."""
+    import json
+
+    from helpers import diffusion_checkpoint
+
+    import blockgen
+    from blockgen.errors import ConfigError
+
+    path = diffusion_checkpoint(tmp_path / "ckpt", max_position_embeddings=1024)
+    raw = json.loads((path / "config.json").read_text())
+    raw["blockgen"] = {**raw.get("blockgen", {}), "trained_length": 64}
+    (path / "config.json").write_text(json.dumps(raw))
+    lm = blockgen.load(path)
+    assert lm.context_limit == 64 and lm.family.trained_length == 64
+    with pytest.raises(InvalidArgumentError, match="trained context 64"):
+        lm.generate(_prompt(50, 3), max_new_tokens=16, block_size=4)
+    assert lm.ntk_factor_for(100) > 1.0
+    assert isinstance(lm.generate(_prompt(50, 3), max_new_tokens=16, block_size=4, ntk_factor="auto"), str)
+    raw["blockgen"]["trained_length"] = "long"
+    (path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="trained_length"):
+        blockgen.load(path)
 
 
 @pytest.mark.parametrize(
@@ -173,3 +222,29 @@ def test_batch_with_editing_and_early_stops_equals_single_prompts(block_lm):
     singles = [run([p], (eos,))[0] for p in prompts]
     assert [batched[i] for i in range(3)] == singles
     assert batched[0][1] == "stop"
+
+
+def test_stop_tokens_come_from_generation_config_and_end_of_turn_tokens(tmp_path):
+    """A checkpoint's generation_config.json EOS and its chat end-of-turn token end a generation, not only
+    config.json's eos_token_id (text ran on past '<|im_end|>' invisibly)."""
+    import json
+
+    from helpers import save_checkpoint, tiny_hf_model
+
+    import blockgen
+
+    path = save_checkpoint(tiny_hf_model("llama"), tmp_path / "ar")
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [0, 77]}))
+    lm = blockgen.load(path)
+    end_of_turn = lm.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert lm.stop_token_ids[0] == 0 and {77, end_of_turn} <= set(lm.stop_token_ids)
+    free = list(lm.generate_results("The river", max_new_tokens=12)[0].tokens)
+    stop = free[3]  # a token the model writes, made a stop through generation_config only
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [0, stop]}))
+    again = blockgen.load(path).generate_results("The river", max_new_tokens=12)[0]
+    assert list(again.tokens) == free[: free.index(stop)] and again.finish_reason == "stop"
+    (path / "generation_config.json").write_text("{not json")
+    from blockgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eos_token_id"):
+        blockgen.load(path)

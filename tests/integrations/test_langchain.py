@@ -43,6 +43,24 @@ def test_llm_matches_the_engine_and_streams_every_token_once(tiny):
     assert llm._identifying_params["model"] == "default" and llm._llm_type == "blockgen"
 
 
+def test_an_abandoned_stream_blocks_no_other_caller(tiny):
+    """A stream read to its first chunk and left open holds nothing: another call on the same model, from another
+    thread, finishes (a lock held across yield made it wait for the abandoned stream forever)."""
+    import threading
+
+    llm = BlockgenLLM(client=tiny, **OPTIONS)
+    expected = llm.invoke("The tide")
+    left_open = llm.stream("The tide")
+    first = next(left_open)
+    got = []
+    worker = threading.Thread(target=lambda: got.append(llm.invoke("The moon")), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and got == [tiny.generate("The moon", max_new_tokens=16, block_size=4,
+                                                           threshold=0.5)]
+    assert first + "".join(left_open) == expected  # and the stream left open still finishes as it would have
+
+
 def test_stop_sequences_are_honoured(tiny):
     llm = BlockgenLLM(client=tiny, **OPTIONS)
     full = llm.invoke("The tide")

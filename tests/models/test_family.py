@@ -39,6 +39,16 @@ def test_family_records(raw, tokenizer, expected):
     assert family.exact_cache == (family.attention is not AttentionKind.BIDIRECTIONAL)
 
 
+def test_trained_length_comes_from_the_family_or_the_override():
+    dream = family_from_config({"model_type": "Dream", "mask_token_id": 151666, "max_position_embeddings": 131072})
+    assert dream.trained_length == 2048  # not the 131072 positions its config allows
+    assert family_from_config({"model_type": "llama"}).trained_length is None  # max_position_embeddings then
+    raw = {"model_type": "llama", "blockgen": {"trained_length": 4096}}
+    assert family_from_config(raw).trained_length == 4096
+    with pytest.raises(ConfigError, match="trained_length"):
+        family_from_config({"model_type": "llama", "blockgen": {"trained_length": 0}})
+
+
 def test_blockgen_override_makes_an_adapted_checkpoint():
     raw = {"model_type": "llama", "blockgen": {"attention": "block_causal", "block_size": 8, "mask_token_id": 5}}
     family = family_from_config(raw)
