@@ -9,6 +9,8 @@ over canvases: fixed text with masked positions anywhere, one block spanning the
 Each block runs passes until its rows are done; a pass is three phases:
   1. which columns the model runs, and whether their keys/values are kept (`_plan_pass`, by cache mode);
   2. one block step: logits at the positions the scheduler decides on, the scheduler's commits and edits (`_step`);
+     a block-causal checkpoint keeps its trained attention block: a commit block may be a sub-block of it (each pass
+     then runs the whole attention block, later sub-blocks still masked) or span several;
   3. settling: each row's stable prefix, stop tokens and stop strings; finished rows retire (`_Rows.retire`).
 
 Caches:
@@ -42,11 +44,12 @@ class DecodeSettings:
     resolved, the stop token ids and the random generator."""
 
     def __init__(self, max_new_tokens: int, block_size: int, steps: int, *, stop_token_ids: tuple[int, ...] = (),
-                 generator: torch.Generator | None = None, **options):
+                 generator: torch.Generator | None = None, attention_block: int | None = None, **options):
         self.options = GenerationConfig.build(max_new_tokens=max_new_tokens, block_size=block_size, steps=steps,
                                               **options)
         self.stop_token_ids = tuple(stop_token_ids)
         self.generator = generator
+        self.attention_block = attention_block  # None: the family's (block-causal), none (other kinds)
 
     @property
     def max_new_tokens(self) -> int:
@@ -135,12 +138,15 @@ class _Rows:
         self.begin_block(_Span(0, start_col, start_col + span))
 
     @classmethod
-    def from_prompts(cls, prompts: list[list[int]], s: DecodeSettings, family: Family, device, mask_id: int, fill: int):
-        """Prompts left-padded so generation starts at one column; each row then has max_new_tokens masked."""
+    def from_prompts(cls, prompts: list[list[int]], s: DecodeSettings, family: Family, device, mask_id: int, fill: int,
+                     align: int | None = None):
+        """Prompts left-padded so generation starts at one column; each row then has max_new_tokens masked.
+        align: the unit block starts align to (absolute positions; default the commit block)."""
         bsz, block = len(prompts), s.block_size
+        align = align or block
         lengths = torch.tensor([len(p) for p in prompts])
         absolute = family.attention is not AttentionKind.BIDIRECTIONAL
-        first = (lengths // block) * block if absolute else lengths  # position where generation block 0 starts
+        first = (lengths // align) * align if absolute else lengths  # position where generation block 0 starts
         start_col = int(first.max())
         pad = start_col - first
         gen_start = pad + lengths
@@ -223,6 +229,19 @@ def _penalize(logits: torch.Tensor, rows: _Rows, mask_id: int, penalty: float, g
     return torch.where(counts[:, None, :] > 0, penalized, logits)
 
 
+def attention_block(family: Family, commit: int, size: int | None = None) -> int | None:
+    """The attention block of a block-causal family (`size`, by default its checkpoint's, fixed by training; None
+    for other kinds), checked against the commit block: one must divide the other (sub-blocks inside an attention
+    block, as Fast-dLLM v2 decodes, or commit blocks spanning whole attention blocks)."""
+    if family.attention is not AttentionKind.BLOCK_CAUSAL:
+        return None
+    size = size or family.block_size
+    if size % commit and commit % size:
+        raise InvalidArgumentError("block_size", commit, f"must divide or be a multiple of the checkpoint's attention "
+                                   f"block {size} (block-causal attention is fixed by training)")
+    return size
+
+
 def trained_length(model: Decoder, family: Family) -> int:
     """The context the checkpoint was trained at: its family's record, else the config's max_position_embeddings."""
     return family.trained_length or model.config.max_position_embeddings
@@ -243,7 +262,7 @@ def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSe
     for i, p in enumerate(prompts):
         if not p:
             raise InvalidArgumentError(f"prompts[{i}]", p, "is empty: give at least one token")
-    longest = max(len(p) for p in prompts) + s.max_new_tokens + s.block_size
+    longest = max(len(p) for p in prompts) + s.max_new_tokens + max(s.block_size, s.attention_block or 1)
     trained = trained_length(model, family)
     if longest > trained and model.ntk_factor == 1.0 and not s.extend_context:
         raise InvalidArgumentError(
@@ -269,8 +288,9 @@ class _Loop:
     """One decode: the settings, the model and its cache, and the rows; `blocks()` yields the events."""
 
     def __init__(self, model: Decoder, family: Family, scheduler, rows: _Rows, s: DecodeSettings, mask_id: int,
-                 attention: Attention, stop_check, ntk_factor: float | None = None):
+                 attention: Attention, stop_check, ntk_factor: float | None = None, unit: int | None = None):
         self.model, self.scheduler, self.rows, self.s, self.mask_id = model, scheduler, rows, s, mask_id
+        self.unit = unit or rows.span  # a forward covers the whole attention block(s) the commit block lies in
         self.ntk_factor = ntk_factor  # this decode's RoPE factor (None: the model's own); no state on the model
         self.attention, self.stop_check = attention, stop_check
         self.cache_mode = resolve_cache(s.options.cache, family)
@@ -279,7 +299,7 @@ class _Loop:
         self.cache = KVCache.for_model(model, len(rows.ids), rows.width) if self.cache_mode != "none" else None
         self.cached_upto = 0  # exact cache: columns [0, cached_upto) are in the cache
         # AR mode: a one-token block's logits come from the column before it, so the block itself never runs
-        self.runs_block = not (self.shift and rows.span == 1)
+        self.runs_block = not (self.shift and self.unit == 1)
         editing_threshold = getattr(scheduler.config, "editing_threshold", None)
         self.editing = editing_threshold is not None and editing_threshold > 0
         self.stop_ids = torch.tensor(s.stop_token_ids or [-1], device=self.device)
@@ -312,24 +332,34 @@ class _Loop:
                 return
 
     # ---- phase 1: which columns run
+    def _span(self) -> tuple[int, int]:
+        """The columns [lo, hi) a pass must run for the current commit block: the block itself, or the attention
+        block that holds it when commit blocks are sub-blocks (later sub-blocks' masks are attended too)."""
+        rows = self.rows
+        block = rows.block
+        if self.unit <= rows.span:
+            return block.start, block.end
+        lo = rows.start_col + (block.start - rows.start_col) // self.unit * self.unit
+        return lo, min(lo + self.unit, rows.width)
+
     def _plan_pass(self, step: int) -> _Pass:
         block, width, mode = self.rows.block, self.rows.width, self.cache_mode
+        lo, hi = self._span()
         device = self.device
         if mode == "exact":
-            end = block.end if self.runs_block else block.start
+            end = hi if self.runs_block else block.start
             return _Pass(torch.arange(self.cached_upto, end, device=device), True,
-                         trim_after=block.start if self.runs_block else None)
+                         trim_after=lo if self.runs_block else None)
         if mode == "none":
             bidirectional = self.attention.kind is AttentionKind.BIDIRECTIONAL
-            end = width if bidirectional else (block.end if self.runs_block else block.start)
+            end = width if bidirectional else (hi if self.runs_block else block.start)
             return _Pass(torch.arange(0, end, device=device), False)
         if step == 0:  # prefix / dual: refresh the cache with a full pass at the block start
             columns = torch.arange(width, device=device)
             if mode == "dual":  # order: prefix, suffix, block; bidirectional attention ignores order
-                columns = torch.cat((columns[: block.start], columns[block.end :], columns[block.start : block.end]))
-            return _Pass(columns, True, trim_before=0,
-                         trim_after=block.start if mode == "prefix" else width - (block.end - block.start))
-        return _Pass(torch.arange(block.start, width if mode == "prefix" else block.end, device=device), False)
+                columns = torch.cat((columns[:lo], columns[hi:], columns[lo:hi]))
+            return _Pass(columns, True, trim_before=0, trim_after=lo if mode == "prefix" else width - (hi - lo))
+        return _Pass(torch.arange(lo, width if mode == "prefix" else hi, device=device), False)
 
     def _forward(self, plan: _Pass, wanted: torch.Tensor) -> dict[int, torch.Tensor]:
         """Run the planned columns; the logits (B, V) of each wanted column among them, by column."""
@@ -355,7 +385,7 @@ class _Loop:
         if plan.trim_after is not None:
             cache.trim(plan.trim_after)
         if self.cache_mode == "exact":
-            self.cached_upto = self.rows.block.start
+            self.cached_upto = self._span()[0] if self.runs_block else self.rows.block.start
         return dict(zip(present.tolist(), out.unbind(1)))
 
     def _one_prompt(self, plan: _Pass) -> bool:
@@ -460,14 +490,15 @@ def decode(
 
     stop_check(row, stable_tokens) may return a length at which that row stops (a stop string was found).
     """
+    settings.attention_block = attention_block(family, settings.block_size, settings.attention_block)
     _check(model, family, prompts, settings)
     mask_id = _mask_id(family, settings)
     fill = settings.stop_token_ids[0] if settings.stop_token_ids else 0
-    rows = _Rows.from_prompts(prompts, settings, family, model.device, mask_id, fill)
-    factor = ntk_factor(model, family, settings, max(len(p) for p in prompts) + settings.max_new_tokens
-                        + settings.block_size)
-    loop = _Loop(model, family, scheduler, rows, settings, mask_id, family.attention_for(settings.block_size),
-                 stop_check, factor)
+    unit = max(settings.block_size, settings.attention_block or 1)  # the span a forward must cover
+    rows = _Rows.from_prompts(prompts, settings, family, model.device, mask_id, fill, unit)
+    factor = ntk_factor(model, family, settings, max(len(p) for p in prompts) + settings.max_new_tokens + unit)
+    loop = _Loop(model, family, scheduler, rows, settings, mask_id, family.attention_for(settings.attention_block),
+                 stop_check, factor, unit)
     yield from loop.blocks()
 
 

@@ -1,4 +1,4 @@
-"""How a checkpoint diffuses: attention kind, logit shift, mask token and default block size.
+"""How a checkpoint diffuses: attention kind, logit shift, mask token, attention block and default commit block.
 
 Read from config.json (model_type, mask_token_id, bd_size / block_size) and the tokenizer. A `"blockgen"` entry in
 config.json overrides any of these (adapted checkpoints carry one).
@@ -26,6 +26,10 @@ _KINDS: dict[str, tuple[AttentionKind, bool, int, tuple[str, ...]]] = {
 
 # model_type -> the context length the family's published checkpoints were trained at, where their config's
 # max_position_embeddings says more (inherited from the base model's RoPE range). Others: max_position_embeddings.
+# model_type -> the commit block its published decoding uses inside the attention block (Fast-dLLM v2 attends in
+# blocks of bd_size=32 and commits sub-blocks of 8); others commit whole attention blocks.
+_DECODE_BLOCK: dict[str, int] = {"fast_dllm_qwen": 8}
+
 _TRAINED_LENGTH: dict[str, int] = {
     "dream": 2048,  # Dream-v0 (README: trained at 2048 tokens; config.json says 131072)
 }
@@ -45,6 +49,12 @@ class Family:
     mask_token_id: int | None
     block_size: int
     trained_length: int | None = None  # the context it was trained at (None: config's max_position_embeddings)
+    decode_block: int | None = None  # the published commit block (None: block_size)
+
+    @property
+    def default_block(self) -> int:
+        """The commit block a generation uses unless it names one: the published one, else the attention block."""
+        return self.decode_block or self.block_size
 
     @property
     def exact_cache(self) -> bool:
@@ -97,4 +107,8 @@ def family_from_config(raw: dict, tokenizer=None, path: str | Path = "config.jso
     trained = override.get("trained_length", _TRAINED_LENGTH.get(model_type))
     if trained is not None and (not isinstance(trained, int) or isinstance(trained, bool) or trained < 1):
         raise ConfigError(path, "blockgen.trained_length", f"{trained!r} is not a positive int")
-    return Family(model_type, attention, shift, None if mask_id is None else int(mask_id), block, trained)
+    decode = override.get("decode_block", _DECODE_BLOCK.get(model_type))
+    if decode is not None and (not isinstance(decode, int) or isinstance(decode, bool) or decode < 1):
+        raise ConfigError(path, "blockgen.decode_block", f"{decode!r} is not a positive int")
+    return Family(model_type, attention, shift, None if mask_id is None else int(mask_id), block, trained,
+                  decode)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from blockgen.engine import FinishEvent, GenerationConfig, StepEvent, decode, resolve_cache
+from blockgen.engine.decode import attention_block
 from blockgen.engine.generation import safe_length, stop_cut
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import AttentionKind
@@ -145,6 +146,7 @@ class Batcher:
             raise InvalidArgumentError("block_size", block, f"this {family.model_type} checkpoint has no mask token, "
                                        "so it decodes one token at a time (block_size=1)")
         resolve_cache(config.cache, family)
+        attention_block(family, block)
         config.make_scheduler()
         limit = self.lm.context_limit
         if prompt_tokens + config.max_new_tokens + block > limit:
