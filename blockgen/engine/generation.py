@@ -7,7 +7,7 @@ per-row text deltas (each committed token reaches the stream exactly once, in or
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from blockgen.engine.decode import FinishEvent, StepEvent, decode
@@ -49,19 +49,60 @@ class GenerationResult:
     stats: GenerationStats = field(default_factory=GenerationStats)
 
 
-def stop_cut(text_of: Callable[[list[int]], str], tokens: list[int], stops: tuple[str, ...]) -> int | None:
-    """How many tokens come before the first stop string in their text (`text_of` decodes), or None when there is
-    none."""
-    if not stops:
-        return None
-    text = text_of(tokens)
-    hits = [i for i in (text.find(stop) for stop in stops) if i >= 0]
-    if not hits:
-        return None
-    n = len(tokens)
-    while n > 0 and len(text_of(tokens[:n])) > min(hits):
-        n -= 1
-    return n
+class IncrementalText:
+    """The text of an append-only token list (a row's stable tokens), decoded as it grows: each new token is decoded
+    with a few tokens of left context and its text appended, so a step costs what its new tokens cost, not what the
+    whole row does. `ends[i]` is the text's length after token i. A list that is not an extension of the last one is
+    decoded afresh."""
+
+    CONTEXT = 6  # tokens of left context: byte-level pieces of one character, and merges across the boundary
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+        self.ends: list[int] = []
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def update(self, tokens: list[int]) -> str:
+        known = len(self.tokens)
+        if len(tokens) < known or tokens[:known] != self.tokens:
+            self.tokens, self.text, self.ends, known = [], "", [], 0
+        for i in range(known, len(tokens)):
+            lo = max(0, i - self.CONTEXT)
+            before = self._decode(tokens[lo:i])
+            after = self._decode(tokens[lo : i + 1])
+            # an unfinished character at the end (U+FFFD in the text so far) may be completed by this token; the
+            # context's own start may hold orphaned pieces of an earlier character (U+FFFD too, but not the text's)
+            partial = min(len(before) - len(before.rstrip("\ufffd")), len(self.text) - len(self.text.rstrip("\ufffd")))
+            head = before[: len(before) - partial]
+            if after.startswith(head):
+                self.text = self.text[: len(self.text) - partial] + after[len(head):]
+            else:  # the context changed how earlier tokens read: decode the whole prefix
+                self.text = self._decode(tokens[: i + 1])
+            self.ends.append(len(self.text))
+        self.tokens = list(tokens)
+        return self.text
+
+    def length_of(self, n: int) -> int:
+        """The text's length after the first n tokens."""
+        return self.ends[n - 1] if n > 0 else 0
+
+    def stop_cut(self, stops: tuple[str, ...], searched: int = 0) -> tuple[int | None, int]:
+        """(how many tokens come before the first stop string, or None; how far the text has been searched). Only
+        text past `searched` (less a stop string's length) is searched again."""
+        if not stops:
+            return None, len(self.text)
+        start = max(0, searched - max(map(len, stops)) + 1)
+        hits = [i for i in (self.text.find(stop, start) for stop in stops) if i >= 0]
+        if not hits:
+            return None, len(self.text)
+        n = len(self.tokens)
+        while n > 0 and self.length_of(n) > min(hits):
+            n -= 1
+        return n, len(self.text)
 
 
 def safe_length(text: str, stops: tuple[str, ...]) -> int:
@@ -81,17 +122,18 @@ class _RowText:
     beginning of what may turn out to be a stop string; tokens are emitted with the text they spell."""
 
     def __init__(self, tokenizer, stops: tuple[str, ...]):
-        self.tokenizer, self.stops = tokenizer, stops
+        self.stops = stops
+        self.decoded = IncrementalText(tokenizer)
+        self.searched = 0
         self.emitted_text, self.emitted_tokens = "", 0
 
-    def _text(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
-
     def stop_at(self, tokens: list[int]) -> int | None:
-        return stop_cut(self._text, tokens, self.stops)
+        self.decoded.update(tokens)
+        cut, self.searched = self.decoded.stop_cut(self.stops, self.searched)
+        return cut
 
     def advance(self, tokens: list[int], final: bool) -> tuple[str, list[int]]:
-        text = self._text(tokens)
+        text = self.decoded.update(tokens)
         if final:
             for stop in self.stops:
                 text = text.split(stop, 1)[0]
@@ -99,9 +141,9 @@ class _RowText:
         else:
             show, n = safe_length(text, self.stops), len(tokens)
             if show < len(text):  # emit only the tokens whose text is shown
-                while n > self.emitted_tokens and len(self._text(tokens[:n])) > show:
+                while n > self.emitted_tokens and self.decoded.length_of(n) > show:
                     n -= 1
-                show = len(self._text(tokens[:n]))
+                show = self.decoded.length_of(n)
         delta = text[len(self.emitted_text) : show]
         new = tokens[self.emitted_tokens : n]
         self.emitted_text, self.emitted_tokens = text[:show], max(n, self.emitted_tokens)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from blockgen.engine import FinishEvent, GenerationConfig, StepEvent, decode, resolve_cache
 from blockgen.engine.decode import attention_block
-from blockgen.engine.generation import safe_length, stop_cut
+from blockgen.engine.generation import IncrementalText, safe_length
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import AttentionKind
 
@@ -78,19 +78,20 @@ class RowText:
     still become a stop string; the final text ends before the first stop string."""
 
     def __init__(self, tokenizer, stops: tuple[str, ...]):
-        self.tokenizer, self.stops = tokenizer, stops
+        self.stops = stops
+        self.decoded = IncrementalText(tokenizer)
+        self.searched = 0
         self.sent = ""
-
-    def _text(self, tokens: list[int]) -> str:
-        return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def stop_cut(self, tokens: list[int]) -> int | None:
         """The number of tokens before the first stop string, or None when the text holds none."""
-        return stop_cut(self._text, tokens, self.stops)
+        self.decoded.update(tokens)
+        cut, self.searched = self.decoded.stop_cut(self.stops, self.searched)
+        return cut
 
     def advance(self, tokens: list[int], final: bool) -> str:
         """The text not sent yet that may be sent now."""
-        text = self._text(tokens)
+        text = self.decoded.update(tokens)
         if final:
             for stop in self.stops:
                 text = text.split(stop, 1)[0]
