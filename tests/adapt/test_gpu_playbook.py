@@ -215,3 +215,20 @@ def test_a_damaged_piece_is_refused(prepared, tmp_path):
     (carried / "piece-1").write_bytes(bytes(data))
     done = _playbook("receive", "--carried", carried, "--store", tmp_path / "store", timeout=60)
     assert done.returncode == 3 and "does not match the manifest" in done.stderr
+
+
+def test_engine_call_measures_forwards_against_the_bound_and_runs_the_gpu_tests(tmp_path):
+    """The engine call (no GGUF: random weights at real shapes) dry-run on CPU at toy shapes: the speed table comes
+    back as JSON and the GPU tests run (skipped here, without CUDA)."""
+    carried = tmp_path / ".gpu"
+    carried.mkdir()
+    out = tmp_path / "out"
+    done = _playbook("engine", "--carried", carried, "--store", tmp_path / "store", "--out", out, "--device", "cpu",
+                     "--", "--tiny", "--shapes", "sdar-1.7b", "--contexts", "32", "--batches", "1", "2",
+                     "--block", "8", "--repeats", "1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((out / "engine_speed.json").read_text())["rows"]
+    assert [(r["shape"], r["batch"], r["context"]) for r in rows] == [("sdar-1.7b", 1, 32), ("sdar-1.7b", 2, 32)]
+    assert all(r["ms"] > 0 and 0 < r["bound_ms"] and r["kv_bytes"] > 0 for r in rows)
+    log = (out / "engine.log").read_text()
+    assert "engine speed (exit 0)" in log and "GPU tests (exit 0)" in log and "skipped" in log
