@@ -55,15 +55,17 @@ class KVCache:
             )
 
     def keys_values(self, layer: int, k: torch.Tensor, v: torch.Tensor, write: bool):
-        """Keys/values to attend to: the cached ones followed by k, v (B, Hkv, T, D)."""
+        """Keys/values to attend to: the cached ones followed by k, v (B, Hkv, T, D). The new ones go into the slots
+        after the cached length, read-through passes too (only `advance` makes them part of the cache), so a pass
+        attends over views: no copy of the whole cache per layer and step."""
         n, t = self.length, k.shape[2]
-        if write:
-            self.keys[layer, :, :, n : n + t] = k
-            self.values[layer, :, :, n : n + t] = v
-            return self.keys[layer, :, :, : n + t], self.values[layer, :, :, : n + t]
-        if n == 0:
+        if n == 0 and not write:
             return k, v
-        return torch.cat((self.keys[layer, :, :, :n], k), dim=2), torch.cat((self.values[layer, :, :, :n], v), dim=2)
+        if n + t > self.capacity:  # a read-through pass longer than the room left (never in the decode loop)
+            return torch.cat((self.keys[layer, :, :, :n], k), dim=2), torch.cat((self.values[layer, :, :, :n], v), 2)
+        self.keys[layer, :, :, n : n + t] = k
+        self.values[layer, :, :, n : n + t] = v
+        return self.keys[layer, :, :, : n + t], self.values[layer, :, :, : n + t]
 
     def key_slots(self, positions: torch.Tensor, valid: torch.Tensor | None):
         """Positions and validity of every key a pass with these new tokens attends to."""
