@@ -41,6 +41,10 @@ META_PATTERNS = (
     r"(?:it'?s|it has) been (?:a few|some|several) (?:weeks|days|months) since i",
     r"this is (?:the|a) (?:main|first|second|last|final|next|new) (?:section|part|paragraph|chapter)",
     r"(?:main )?(?:findings|points|section|part) of (?:the|this) (?:report|story|essay|article)",
+    # the writing itself as the subject ("I decided to write a report", "the process described in the report")
+    r"(?:decided|wanted|tried|going|set out|started) to write (?:a|an|the|this|my) (?:report|story|essay|article)",
+    r"(?:described|mentioned|discussed|explained|outlined|presented) in (?:the|this) (?:report|story|essay|article|"
+    r"text|section)\b",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 
@@ -73,6 +77,16 @@ def fragments(paragraphs: list[str], min_words: int = 8) -> int:
 def meta_phrases(text: str) -> list[str]:
     """The meta or assistant phrases in a text (see META_PATTERNS)."""
     return [m.group(0) for m in _META.finditer(text)]
+
+
+_FIRST_PERSON = re.compile(r"\b(?:I|me|my|mine|myself)\b|\bI'(?:m|ve|d|ll)\b")
+
+
+def first_person_share(text: str) -> float:
+    """The share of sentences in the first person singular ("As I stepped onto the beach..."): a narrator's voice, out
+    of place in a report."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    return sum(1 for s in sentences if _FIRST_PERSON.search(s)) / len(sentences) if sentences else 0.0
 
 
 def meta_per_1k_words(text: str) -> float:

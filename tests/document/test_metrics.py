@@ -103,9 +103,21 @@ def test_text_that_describes_itself_is_meta():
             "Don't forget the final answer.", "One of the open questions I would like to ask is this.",
             "The article provides a comprehensive overview of the topic.",
             "It's been a few weeks since I last wrote about the harbour.",
-            "This is all about the main findings of the report.", "This is the main section."]
+            "This is all about the main findings of the report.", "This is the main section.",
+            "The previous day I decided to write a report that tries to explore the tides.",
+            "This process happens to the planet's tides in the way it is described in the report."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
-             "The report of the cannon echoed over the bay."]
+             "The report of the cannon echoed over the bay.", "She wrote a report on the harbour every spring.",
+             "The reef was described in detail by early divers."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
+
+
+def test_first_person_share_counts_narrator_sentences():
+    from blockgen.document.metrics import first_person_share
+
+    narrated = "As I stepped onto the beach, the sun was warm. The tide was out. I'm sure my notes were wet."
+    assert first_person_share(narrated) == 2 / 3
+    assert first_person_share("Tides rise twice a day. In Italy, the Moon's pull is weak.") == 0.0
+    assert first_person_share("") == 0.0

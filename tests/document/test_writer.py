@@ -171,3 +171,28 @@ def test_writer_config_nests_the_generation_options():
     with pytest.raises(InvalidArgumentError) as info:
         WriterConfig.build(max_new_tokens=10)  # the writer sizes each paragraph itself
     assert info.value.parameter == "max_new_tokens"
+
+
+def test_report_steering_passes_over_a_narrators_first_person(tiny):
+    """Of two candidates on the same point, a report keeps the one not told by an 'I' narrator; a story may be."""
+    import torch
+
+    from blockgen.document.writer import Writer, WriterConfig
+    from blockgen.memory import ParagraphMemory
+    from blockgen.planners import template_outline
+    from planners.latent import with_latent
+
+    outline = with_latent(template_outline("how tides work", 600, "report"))
+    latent = torch.tensor(outline.latent)
+    narrated = ("As I stepped onto the beach, I watched the tide come in. I knew the moon pulls the sea twice a day. "
+                "My notes said the high tide came an hour later each day.")
+    plain = ("The tide comes in twice a day because the moon pulls the sea. High tide comes about an hour later each "
+             "day, as the moon rises later. The sun adds a smaller pull of its own.")
+    texts = [narrated, plain]
+
+    def choose(kind, weight):
+        writer = Writer(tiny, WriterConfig.build(voice_weight=weight, fluency_weight=0.0))
+        return writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", kind)[0]
+
+    assert choose("report", 0.0) == 0 and choose("report", 10.0) == 1  # the penalty decides it
+    assert choose("story", 10.0) == choose("story", 0.0)  # a story's narrator is welcome
