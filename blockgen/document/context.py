@@ -88,6 +88,18 @@ def instruction(brief: Brief, has_memory: bool) -> str:
     return f"Write {which}:{goal}{focus} Write one paragraph of about {brief.words} words, with no heading{fresh}."
 
 
+def request_head(brief) -> str:
+    """The context's first lines: what is being written (a model that echoes them writes them back; the writer's
+    cleanup drops such sentences as repeats)."""
+    about = f" (about {brief.words_total} words)" if brief.words_total else ""
+    head = f'You are writing a {brief.kind} titled "{brief.title}"{about}.'
+    if brief.kind == "report" and len(brief.headings) > 1:  # (a story's parts, listed, get echoed as a list)
+        head += f" Its sections: {', '.join(brief.headings)}."
+    if brief.kind == "story" and brief.premise.strip().lower() != brief.title.strip().lower():
+        head += f" The story: {brief.premise.strip().rstrip('.')}."
+    return head
+
+
 def assemble(
     lm,
     brief: Brief,
@@ -116,13 +128,7 @@ def assemble(
     }
 
     def render() -> list[int]:
-        about = f" (about {brief.words_total} words)" if brief.words_total else ""
-        head = f'You are writing a {brief.kind} titled "{brief.title}"{about}.'
-        if brief.kind == "report" and len(brief.headings) > 1:  # (a story's parts, listed, get echoed as a list)
-            head += f" Its sections: {', '.join(brief.headings)}."
-        if brief.kind == "story" and brief.premise.strip().lower() != brief.title.strip().lower():
-            head += f" The story: {brief.premise.strip().rstrip('.')}."
-        blocks = [head]
+        blocks = [request_head(brief)]
         if lines:
             blocks.append(f"What the {brief.kind} has said so far (do not repeat it):\n"
                           + "\n".join(f"- {line}" for line in lines))

@@ -24,7 +24,7 @@ import torch
 from pydantic import ConfigDict, Field, field_validator
 
 from blockgen.document.cleanup import Novelty, clean_paragraph
-from blockgen.document.context import Brief, ContextBudget, assemble
+from blockgen.document.context import Brief, ContextBudget, assemble, instruction, request_head
 from blockgen.document.metrics import first_person_share, judge_perplexities, meta_phrases, words_of
 from blockgen.document.export import export_all
 from blockgen.document.state import Document, ImageRecord, Paragraph, Request, writable_directory
@@ -398,7 +398,9 @@ class Writer:
         index = len(doc.paragraphs)
         # the section's goal counts as written: a sentence that reads it back ("The history of how tides work: who
         # first studied it...") is an echo of the request, dropped as a repeat
-        written = Novelty([p.text for p in doc.paragraphs] + ([brief.goal] if brief.goal.strip() else []))
+        # and so do the request's own lines ('You're writing a report titled "How tides work" (about 1500 words).')
+        written = Novelty([p.text for p in doc.paragraphs] + ([brief.goal] if brief.goal.strip() else [])
+                          + [request_head(brief), instruction(brief, True)])
         section_so_far = "\n\n".join(p.text for p in doc.paragraphs if p.section == i)
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()

@@ -81,3 +81,19 @@ def test_a_recent_sentence_said_again_in_other_words_is_dropped():
     for n in range(8):
         novelty.add(f"Sentence number {n} about harbours, pilots and ships.")
     assert not novelty.is_repeat("The Moon is pulling the oceans.")  # out of the recent window
+
+
+def test_an_echo_of_the_request_is_dropped_as_a_repeat():
+    """The writer seeds its repeat check with the request's own lines: a paragraph that reads them back loses those
+    sentences and keeps the rest."""
+    from blockgen.document.cleanup import Novelty, clean_paragraph
+    from blockgen.document.context import Brief, instruction, request_head
+
+    brief = Brief(kind="report", title="How tides work", premise="how tides work", words_total=1500,
+                  headings=["Introduction", "Background", "Main findings", "Analysis", "Conclusion"],
+                  heading="Main findings", goal="What the evidence shows.", part=2, parts=3, words=150)
+    echo = ('You\'re writing a report titled "How tides work" (about 1500 words). Introduction, Background, Main '
+            "findings, Analysis, Conclusion. The tide rises twice a day as the moon pulls the sea.")
+    kept = clean_paragraph(echo, Novelty([request_head(brief), instruction(brief, True)]))
+    assert kept == "The tide rises twice a day as the moon pulls the sea."
+    assert clean_paragraph(echo, Novelty()).startswith("You")  # without the request's lines it stays
