@@ -128,7 +128,19 @@ def _junk(sentence: str) -> bool:
     if letters < 0.6 * len(visible) or not re.search(r"[^\W\d_]{2,}", sentence):
         return True
     grams = _ngrams(norm(sentence), _GRAM)
-    return len(grams) >= 6 and len(set(grams)) < 0.75 * len(grams)
+    if len(grams) >= 6 and len(set(grams)) < 0.75 * len(grams):
+        return True
+    # a phrase that keeps coming back inside one sentence ("the rollercoaster effect is created by the rollercoaster
+    # effect, which creates the rollercoaster effect")
+    pairs = content_pairs(sentence)
+    return any(pairs.count(pair) >= 3 for pair in set(pairs))
+
+
+def content_pairs(text: str) -> list[tuple[str, str]]:
+    """Consecutive content words of a text (function words and numbers dropped), as pairs: the phrases a small
+    model's loops repeat."""
+    words = [w for w in norm(text).split() if w not in _FUNCTION and not w.isdigit()]
+    return list(zip(words, words[1:]))
 
 
 def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) -> str:

@@ -89,6 +89,15 @@ def first_person_share(text: str) -> float:
     return sum(1 for s in sentences if _FIRST_PERSON.search(s)) / len(sentences) if sentences else 0.0
 
 
+def self_repetition(text: str) -> float:
+    """The share of a text's content-word pairs that it already said (0: none again; a loop on "the rollercoaster
+    effect" scores high, however the words around it vary). See cleanup.content_pairs."""
+    from blockgen.document.cleanup import content_pairs
+
+    pairs = content_pairs(text)
+    return 1.0 - len(set(pairs)) / len(pairs) if pairs else 0.0
+
+
 def meta_per_1k_words(text: str) -> float:
     n = len(words_of(text))
     return 1000.0 * len(meta_phrases(text)) / n if n else 0.0

@@ -25,7 +25,8 @@ from pydantic import ConfigDict, Field, field_validator
 
 from blockgen.document.cleanup import Novelty, clean_paragraph
 from blockgen.document.context import Brief, ContextBudget, assemble, instruction, request_head
-from blockgen.document.metrics import first_person_share, judge_perplexities, meta_phrases, words_of
+from blockgen.document.metrics import (first_person_share, judge_perplexities, meta_phrases, self_repetition,
+                                       words_of)
 from blockgen.document.export import export_all
 from blockgen.document.state import Document, ImageRecord, Paragraph, Request, writable_directory
 from blockgen.engine.options import GenerationConfig
@@ -85,6 +86,8 @@ class WriterConfig(Options):
     fluency_weight: float = Field(0.3, ge=0.0, description="steering weight against the log of the model's own "
                                   "perplexity of a candidate")
     meta_weight: float = Field(1.0, ge=0.0, description="steering penalty per meta or assistant phrase")
+    repeat_weight: float = Field(2.0, ge=0.0, description="steering penalty for the share of a candidate's "
+                                 "content-word pairs it says again (loops the fluency judge scores as fluent)")
     voice_weight: float = Field(1.0, ge=0.0, description="steering penalty, in a report, for the share of sentences "
                                 "in a narrator's first person ('As I stepped onto the beach...')")
     plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
@@ -440,7 +443,8 @@ class Writer:
         """Index of the best candidate (cleaned texts; raw: as the model wrote them): on the document's subject (its
         title node), nearest its own outline node rather than the other sections' nodes, least like earlier
         paragraphs, most fluent by the model's own judgment, with the fewest meta or assistant phrases before cleanup,
-        in a report the fewest sentences in a narrator's first person, and close to the `asked` length; None when no candidate has words. Also whether the one chosen is on plan:
+        in a report the fewest sentences in a narrator's first person, least looping on its own phrases, and close
+        to the `asked` length; None when no candidate has words. Also whether the one chosen is on plan:
         nearer its own outline node than any other section's. The plan is judged on the section as it would read with
         the candidate (`section_so_far` plus it), as the section is what stands for its node."""
         cfg = self.config
@@ -465,6 +469,8 @@ class Writer:
             score = score - cfg.fluency_weight * ppl.log()
         if cfg.meta_weight:
             score = score - cfg.meta_weight * torch.tensor([float(len(meta_phrases(raw[n]))) for n in usable])
+        if cfg.repeat_weight:
+            score = score - cfg.repeat_weight * torch.tensor([self_repetition(texts[n]) for n in usable])
         if cfg.voice_weight and kind == "report":
             score = score - cfg.voice_weight * torch.tensor([first_person_share(texts[n]) for n in usable])
         # a candidate far shorter than asked is what is left of a bad draw after cleanup

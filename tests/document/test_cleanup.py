@@ -97,3 +97,11 @@ def test_an_echo_of_the_request_is_dropped_as_a_repeat():
     kept = clean_paragraph(echo, Novelty([request_head(brief), instruction(brief, True)]))
     assert kept == "The tide rises twice a day as the moon pulls the sea."
     assert clean_paragraph(echo, Novelty()).startswith("You")  # without the request's lines it stays
+
+
+def test_a_sentence_that_loops_on_one_phrase_is_dropped():
+    from blockgen.document.cleanup import Novelty, clean_paragraph
+
+    text = ("The Earth rolls around its axis. The rollercoaster effect is not only created by the rollercoaster "
+            "effect, but also by the rollercoaster effect itself. High tides come twice a day.")
+    assert clean_paragraph(text, Novelty()) == "The Earth rolls around its axis. High tides come twice a day."

@@ -121,3 +121,15 @@ def test_first_person_share_counts_narrator_sentences():
     assert first_person_share(narrated) == 2 / 3
     assert first_person_share("Tides rise twice a day. In Italy, the Moon's pull is weak.") == 0.0
     assert first_person_share("") == 0.0
+
+
+def test_self_repetition_measures_a_candidates_loops():
+    from blockgen.document.metrics import self_repetition
+
+    loop = ("The Earth rolls its rollercoaster around its axis. The rollercoaster effect becomes apparent, and the "
+            "rollercoaster effect is intertwined with the tides. This creates a loop where the rollercoaster effect "
+            "creates the rollercoaster effect.")
+    plain = ("The Moon pulls the near side of the ocean toward it. The far side bulges too, because the Earth is "
+             "pulled away from the water there. Most coasts see two high tides a day.")
+    assert self_repetition(loop) > 0.1 > 0.0 == self_repetition(plain)
+    assert self_repetition("") == 0.0

@@ -196,3 +196,9 @@ def test_report_steering_passes_over_a_narrators_first_person(tiny):
 
     assert choose("report", 0.0) == 0 and choose("report", 10.0) == 1  # the penalty decides it
     assert choose("story", 10.0) == choose("story", 0.0)  # a story's narrator is welcome
+    # a candidate that loops on its own phrase loses to one that does not
+    looping = ("The tide comes in because the moon pulls the sea, and the moon pulls the sea because the moon pulls "
+               "the tide. The moon pulls the sea, so the moon pulls the tide twice a day.")
+    texts[:] = [looping, plain]
+    writer = Writer(tiny, WriterConfig.build(repeat_weight=10.0, fluency_weight=0.0))
+    assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 1
