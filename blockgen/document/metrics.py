@@ -43,8 +43,11 @@ META_PATTERNS = (
     r"(?:main )?(?:findings|points|section|part) of (?:the|this) (?:report|story|essay|article)",
     # the writing itself as the subject ("I decided to write a report", "the process described in the report")
     r"(?:decided|wanted|tried|going|set out|started) to write (?:a|an|the|this|my) (?:report|story|essay|article)",
-    r"(?:described|mentioned|discussed|explained|outlined|presented) in (?:the|this) (?:report|story|essay|article|"
-    r"text|section)\b",
+    r"(?:described|mentioned|discussed|explained|outlined|presented)(?: \w+){0,3} in (?:the|this) (?:report|story|"
+    r"essay|article|text|section)\b",
+    r"(?:end|start|beginning|rest|outline) of (?:the|this) (?:report|story|essay|article)\b",
+    r"(?:finish|end|start|begin|continue) (?:the|this|my) (?:report|story|essay|article)\b",
+    r"the (?:report|article|essay|study) (?:also )?(?:notes|says|states|mentions|explains|shows that)",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

@@ -91,7 +91,8 @@ class WriterConfig(Options):
     voice_weight: float = Field(1.0, ge=0.0, description="steering penalty, in a report, for the share of sentences "
                                 "in a narrator's first person ('As I stepped onto the beach...')")
     plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
-                              "nearer another section's outline node than its own (off plan)")
+                              "nearer another section's outline node than its own (off plan) or flawed (meta, a "
+                              "report's narrator, loops; see `flawed`)")
     planner: Literal["auto", "model", "template"] = Field(
         "auto", description="who drafts the outline when none is given; auto: the model when it is a block-diffusion "
         "checkpoint (it has a mask token, so infill is native), else the template")
@@ -176,6 +177,13 @@ def _trim_to_words(text: str, words: int) -> str:
         clause = max(cut.rfind(", "), cut.rfind("; "), cut.rfind(": "))
         result = (cut[:clause] if clause > len(cut) // 3 else cut).rstrip(",;:-– ") + "."
     return result
+
+
+def flawed(text: str, raw: str, kind: str) -> bool:
+    """Whether the best candidate is still worth another draw (plan_redraws): two meta or assistant phrases as written,
+    a report told mostly by an 'I' narrator, or a paragraph looping on its own phrases."""
+    return (len(meta_phrases(raw)) >= 2 or (kind == "report" and first_person_share(text) >= 0.5)
+            or self_repetition(text) >= 0.3)
 
 
 class Writer:
@@ -411,7 +419,8 @@ class Writer:
                 options["temperature"] = 0.7  # several candidates, or a retry, need sampling to differ
             results, texts, best, on_plan = [], [], None, False
             for draw in range(1 + cfg.plan_redraws):  # candidates off plan: draw more, keep the best of all
-                if draw and (on_plan or best is None):
+                if draw and (best is None or (on_plan and not flawed(texts[best], results[best].text,
+                                                                      doc.request.kind))):
                     break
                 seed = _paragraph_seed(doc.request.seed, index, attempt + draw * cfg.max_attempts)
                 batch = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
@@ -421,7 +430,7 @@ class Writer:
                 best, on_plan = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words,
                                             section_so_far, doc.request.kind)
                 if draw:
-                    log.info("paragraph %d: redraw %d for the plan, %s", index, draw,
+                    log.info("paragraph %d: redraw %d (off plan or flawed), %s", index, draw,
                              "now on plan" if on_plan else "still off plan")
             seconds = time.perf_counter() - start
             short = best is not None and count_words(texts[best]) < 0.3 * brief.words

@@ -105,7 +105,9 @@ def test_text_that_describes_itself_is_meta():
             "It's been a few weeks since I last wrote about the harbour.",
             "This is all about the main findings of the report.", "This is the main section.",
             "The previous day I decided to write a report that tries to explore the tides.",
-            "This process happens to the planet's tides in the way it is described in the report."]
+            "This process happens to the planet's tides in the way it is described in the report.",
+            "A simple formula will be discussed further in the report.", "This is the end of the report.",
+            "I'm going to finish the report with something new.", "The report also notes that there are two types."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",

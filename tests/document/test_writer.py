@@ -202,3 +202,15 @@ def test_report_steering_passes_over_a_narrators_first_person(tiny):
     texts[:] = [looping, plain]
     writer = Writer(tiny, WriterConfig.build(repeat_weight=10.0, fluency_weight=0.0))
     assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 1
+
+
+def test_a_flawed_best_candidate_is_worth_another_draw():
+    from blockgen.document.writer import flawed
+
+    good = "The Moon pulls the sea toward it. The far side bulges too. Most coasts see two high tides a day."
+    assert not flawed(good, good, "report")
+    narrated = "I've spent 20 years studying the tides. I'll finish with this. The sea was calm."
+    assert flawed(narrated, narrated, "report") and not flawed(narrated, narrated, "story")
+    assert flawed(good, "Sure! Here is the paragraph. " + good + " Let me know if you need more.", "report")
+    looping = "The moon pulls the sea, and the moon pulls the sea because the moon pulls the sea. The moon pulls."
+    assert flawed(looping, looping, "story")
