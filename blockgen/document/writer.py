@@ -91,8 +91,10 @@ class WriterConfig(Options):
     voice_weight: float = Field(1.0, ge=0.0, description="steering penalty, in a report, for the share of sentences "
                                 "in a narrator's first person ('As I stepped onto the beach...')")
     plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
-                              "nearer another section's outline node than its own (off plan) or flawed (meta, a "
-                              "report's narrator, loops; see `flawed`)")
+                              "nearer another section's outline node than its own (off plan), or flawed (meta, a "
+                              "report's narrator, loops; see `flawed`) with redraw_flawed")
+    redraw_flawed: bool = Field(False, description="a flawed best candidate also draws another batch (plan_redraws; "
+                                "off: +17% time for no measured gain, benchmarks/doc_quality.py)")
     planner: Literal["auto", "model", "template"] = Field(
         "auto", description="who drafts the outline when none is given; auto: the model when it is a block-diffusion "
         "checkpoint (it has a mask token, so infill is native), else the template")
@@ -419,8 +421,8 @@ class Writer:
                 options["temperature"] = 0.7  # several candidates, or a retry, need sampling to differ
             results, texts, best, on_plan = [], [], None, False
             for draw in range(1 + cfg.plan_redraws):  # candidates off plan: draw more, keep the best of all
-                if draw and (best is None or (on_plan and not flawed(texts[best], results[best].text,
-                                                                      doc.request.kind))):
+                if draw and (best is None or (on_plan and not (cfg.redraw_flawed and flawed(
+                        texts[best], results[best].text, doc.request.kind)))):
                     break
                 seed = _paragraph_seed(doc.request.seed, index, attempt + draw * cfg.max_attempts)
                 batch = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
