@@ -323,7 +323,9 @@ def load(
         adapter_config = read_adapter_config(adapter)
         directory = checkpoint_dir(adapter_config["base"])
         model, raw = load_decoder(directory, device=resolved_device, dtype=resolved_dtype, ntk_factor=ntk_factor)
-        apply_adapter(model, adapter, adapter_config)
+        # quantized: the adapter stays an exact low-rank term beside the rounded base (merged first, most of its
+        # small update would vanish in the rounding)
+        low_rank = apply_adapter(model, adapter, adapter_config, merge=quantize is None)
         raw = dict(raw, blockgen=adapter_config["blockgen"])
     else:
         directory = checkpoint_dir(name_or_path)
@@ -331,7 +333,7 @@ def load(
     if quantize is not None:
         from blockgen.models.quant import quantize_decoder
 
-        quantize_decoder(model, quantize)
+        quantize_decoder(model, quantize, low_rank if adapter is not None else None)
     tokenizer = _load_tokenizer(directory)
     family = family_from_config(raw, tokenizer, directory / "config.json")
     return LoadedModel(

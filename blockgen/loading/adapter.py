@@ -113,9 +113,11 @@ def read_adapter_tensors(directory: Path, config: dict) -> dict[str, torch.Tenso
     return tensors
 
 
-def apply_adapter(model, directory: Path, config: dict) -> None:
+def apply_adapter(model, directory: Path, config: dict, *, merge: bool = True):
     """Merge the adapter's LoRA weights into `model` (a Decoder) and set the mask token's embedding, checking names
-    and shapes against the model."""
+    and shapes against the model. merge=False leaves the base weights as they are and returns the LoRA terms instead,
+    {projection name: (down (r, in), up (out, r) with the scaling folded in)}, for a quantized base to add exactly
+    (blockgen.models.quant.quantize_decoder's low_rank)."""
     from peft import set_peft_model_state_dict
 
     tensors = read_adapter_tensors(directory, config)
@@ -137,7 +139,26 @@ def apply_adapter(model, directory: Path, config: dict) -> None:
         if name not in tensors:
             raise TensorError(directory, name, "missing from the adapter")
     set_peft_model_state_dict(model, {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()})
-    merge_lora(model)
+    low_rank = None if merge else unload_lora(model)
+    if merge:
+        merge_lora(model)
     with torch.no_grad():
         embed[config["blockgen"]["mask_token_id"]] = mask_row.to(device=device, dtype=dtype)
     model.requires_grad_(False)
+    return low_rank
+
+
+def unload_lora(model: torch.nn.Module) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Put every LoRA layer's plain base Linear back, unmerged; returns each one's (down, up * scaling) by name."""
+    from peft.tuners.lora import LoraLayer
+
+    terms = {}
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            key = module.active_adapters[0]
+            down = module.lora_A[key].weight.detach()
+            up = module.lora_B[key].weight.detach() * module.scaling[key]
+            terms[name] = (down.clone(), up.clone())
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.get_base_layer())
+    return terms
