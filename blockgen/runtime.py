@@ -132,7 +132,9 @@ class LoadedModel:
     def context_limit(self) -> int:
         """The trained context length in tokens (the family's record, else max_position_embeddings); longer contexts
         need an NTK factor (see ntk_factor_for)."""
-        return self.family.trained_length or self.config.max_position_embeddings
+        from blockgen.engine.decode import trained_length
+
+        return trained_length(self.model, self.family)
 
     def ntk_factor_for(self, length: int) -> float:
         """The RoPE NTK factor the extrapolation law picks for a context of `length` tokens (1.0 within
@@ -317,6 +319,7 @@ def load(
     if quantize == "auto":
         quantize = auto_quantize(resolved_device, resolved_dtype)
     adapter = _adapter_for(name_or_path)
+    low_rank = None  # an unmerged adapter's terms, for a quantized base
     if adapter is not None:
         from blockgen.loading.adapter import apply_adapter, read_adapter_config
 
@@ -333,7 +336,7 @@ def load(
     if quantize is not None:
         from blockgen.models.quant import quantize_decoder
 
-        quantize_decoder(model, quantize, low_rank if adapter is not None else None)
+        quantize_decoder(model, quantize, low_rank)
     tokenizer = _load_tokenizer(directory)
     family = family_from_config(raw, tokenizer, directory / "config.json")
     return LoadedModel(

@@ -301,10 +301,14 @@ def collate(examples: list[Example], seq_len: int, pad_id: int) -> tuple[torch.T
     return ids, valid, maskable
 
 
-def _span(ex: Example, seq_len: int, align: int) -> int:
-    """The room an example takes in a packed row: its fitted length rounded up to a multiple of align."""
-    length = min(seq_len, min(len(ex.prompt), seq_len // 2) + len(ex.completion))
+def _round_up(length: int, align: int) -> int:
     return -(-length // align) * align
+
+
+def _span(ex: Example, seq_len: int, align: int) -> int:
+    """The room an example takes in a packed row: its fitted length rounded up to a multiple of align (at most
+    seq_len, a multiple of align)."""
+    return _round_up(len(_fitted(ex, seq_len)[0]), align)
 
 
 def pack(examples: list[Example], order: list[int], seq_len: int, align: int, open_rows: int = 16) -> list[list[int]]:
@@ -315,7 +319,7 @@ def pack(examples: list[Example], order: list[int], seq_len: int, align: int, op
     rows: list[list[int]] = []
     room: list[int] = []
     for index in order:
-        span = min(seq_len, _span(examples[index], seq_len, align))
+        span = _span(examples[index], seq_len, align)
         start = max(0, len(rows) - open_rows)
         slot = next((r for r in range(start, len(rows)) if room[r] >= span), None)
         if slot is None:
@@ -350,5 +354,5 @@ def collate_packed(rows: list[list[Example]], seq_len: int, pad_id: int, align: 
             maskable[i, at + max(1, prompt_len):end] = True
             positions[i, at:end] = torch.arange(len(tokens))
             segments[i, at:end] = number
-            at += -(-len(tokens) // align) * align
+            at += _round_up(len(tokens), align)
     return ids, valid, maskable, positions, segments

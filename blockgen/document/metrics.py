@@ -88,7 +88,7 @@ _FIRST_PERSON = re.compile(r"\b(?:I|me|my|mine|myself)\b|\bI'(?:m|ve|d|ll)\b")
 def first_person_share(text: str) -> float:
     """The share of sentences in the first person singular ("As I stepped onto the beach..."): a narrator's voice, out
     of place in a report."""
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    sentences = sentences_of(text)
     return sum(1 for s in sentences if _FIRST_PERSON.search(s)) / len(sentences) if sentences else 0.0
 
 

@@ -256,13 +256,13 @@ def ntk_factor(model: Decoder, family: Family, s: DecodeSettings, positions: int
     return option
 
 
-def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSettings) -> None:
+def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSettings, unit: int) -> None:
     if not prompts:
         raise InvalidArgumentError("prompts", prompts, "must hold at least one prompt")
     for i, p in enumerate(prompts):
         if not p:
             raise InvalidArgumentError(f"prompts[{i}]", p, "is empty: give at least one token")
-    longest = max(len(p) for p in prompts) + s.max_new_tokens + max(s.block_size, s.attention_block or 1)
+    longest = max(len(p) for p in prompts) + s.max_new_tokens + unit
     trained = trained_length(model, family)
     if longest > trained and model.ntk_factor == 1.0 and not s.extend_context:
         raise InvalidArgumentError(
@@ -385,7 +385,7 @@ class _Loop:
         if plan.trim_after is not None:
             cache.trim(plan.trim_after)
         if self.cache_mode == "exact":
-            self.cached_upto = self._span()[0] if self.runs_block else self.rows.block.start
+            self.cached_upto = self._span()[0]
         return dict(zip(present.tolist(), out.unbind(1)))
 
     def _one_prompt(self, plan: _Pass) -> bool:
@@ -491,10 +491,10 @@ def decode(
     stop_check(row, stable_tokens) may return a length at which that row stops (a stop string was found).
     """
     settings.attention_block = attention_block(family, settings.block_size, settings.attention_block)
-    _check(model, family, prompts, settings)
+    unit = max(settings.block_size, settings.attention_block or 1)  # the span a forward must cover
+    _check(model, family, prompts, settings, unit)
     mask_id = _mask_id(family, settings)
     fill = settings.stop_token_ids[0] if settings.stop_token_ids else 0
-    unit = max(settings.block_size, settings.attention_block or 1)  # the span a forward must cover
     rows = _Rows.from_prompts(prompts, settings, family, model.device, mask_id, fill, unit)
     factor = ntk_factor(model, family, settings, max(len(p) for p in prompts) + settings.max_new_tokens + unit)
     loop = _Loop(model, family, scheduler, rows, settings, mask_id, family.attention_for(settings.attention_block),

@@ -48,15 +48,14 @@ class GenerationConfig(Options):
         return self.block_size or family.default_block
 
     def decode_settings(self, family, device, stop_token_ids: tuple[int, ...] = ()):
-        """The decode loop's settings: commit block, attention block (the checkpoint's, for block-causal families)
-        and steps resolved, stop ids and the seeded generator attached."""
-        from blockgen.engine.decode import DecodeSettings, attention_block
+        """The decode loop's settings: commit block and steps resolved, stop ids and the seeded generator attached
+        (the decode loop adds the checkpoint's attention block)."""
+        from blockgen.engine.decode import DecodeSettings
 
         block = self.block_for(family)
         generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
         return DecodeSettings(**(self.model_dump() | {"block_size": block, "steps": self.steps or block}),
-                              stop_token_ids=stop_token_ids, generator=generator,
-                              attention_block=attention_block(family, block))
+                              stop_token_ids=stop_token_ids, generator=generator)
 
     def make_scheduler(self):
         return scheduler_by_name(self.scheduler, threshold=self.threshold, factor=self.factor,

@@ -24,12 +24,12 @@ _KINDS: dict[str, tuple[AttentionKind, bool, int, tuple[str, ...]]] = {
     "llada": (AttentionKind.BIDIRECTIONAL, False, 32, ("<|mdm_mask|>",)),
 }
 
-# model_type -> the context length the family's published checkpoints were trained at, where their config's
-# max_position_embeddings says more (inherited from the base model's RoPE range). Others: max_position_embeddings.
 # model_type -> the commit block its published decoding uses inside the attention block (Fast-dLLM v2 attends in
 # blocks of bd_size=32 and commits sub-blocks of 8); others commit whole attention blocks.
 _DECODE_BLOCK: dict[str, int] = {"fast_dllm_qwen": 8}
 
+# model_type -> the context length the family's published checkpoints were trained at, where their config's
+# max_position_embeddings says more (inherited from the base model's RoPE range). Others: max_position_embeddings.
 _TRAINED_LENGTH: dict[str, int] = {
     "dream": 2048,  # Dream-v0 (README: trained at 2048 tokens; config.json says 131072)
 }
@@ -104,11 +104,15 @@ def family_from_config(raw: dict, tokenizer=None, path: str | Path = "config.jso
         raise ConfigError(path, "block_size", f"{block!r} is not a positive int")
     if attention is not AttentionKind.CAUSAL and mask_id is None:
         raise ConfigError(path, "mask_token_id", f"a {model_type} checkpoint needs a mask token; none in config or tokenizer")
-    trained = override.get("trained_length", _TRAINED_LENGTH.get(model_type))
-    if trained is not None and (not isinstance(trained, int) or isinstance(trained, bool) or trained < 1):
-        raise ConfigError(path, "blockgen.trained_length", f"{trained!r} is not a positive int")
-    decode = override.get("decode_block", _DECODE_BLOCK.get(model_type))
-    if decode is not None and (not isinstance(decode, int) or isinstance(decode, bool) or decode < 1):
-        raise ConfigError(path, "blockgen.decode_block", f"{decode!r} is not a positive int")
+    trained = _optional_size(override, "trained_length", _TRAINED_LENGTH.get(model_type), path)
+    decode = _optional_size(override, "decode_block", _DECODE_BLOCK.get(model_type), path)
     return Family(model_type, attention, shift, None if mask_id is None else int(mask_id), block, trained,
                   decode)
+
+
+def _optional_size(override: dict, name: str, default: int | None, path) -> int | None:
+    """The "blockgen" entry's `name` (else the family's default): None or a positive int."""
+    value = override.get(name, default)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(path, f"blockgen.{name}", f"{value!r} is not a positive int")
+    return value
