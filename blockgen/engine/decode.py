@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from blockgen.engine.joining import JoinRoom, first_block
 from blockgen.engine.options import CACHE_MODES, GenerationConfig
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import Attention, AttentionKind
@@ -122,47 +123,86 @@ class _Span:
 
 
 class _Rows:
-    """Every per-row piece of state of the batch; rows retire (all their state at once) as they finish.
+    """Every per-row piece of state of the batch; rows retire (all their state at once) as they finish, and may join
+    at block boundaries (`extend`, after `reframe` made room).
 
     Canvas: token ids per row; `editable` marks the positions the model writes. `gen_start` / `gen_end` bound what a
-    row returns. Per block: `active` (still refining), passes with and after masks, and the logits at the column
-    before the block (a shifted model predicts the block's first token there; later passes may not rerun it)."""
+    row returns, `first_col` is its first valid column. Per block: `active` (still refining), passes with and after
+    masks, and the logits at the column before the block (a shifted model predicts the block's first token there;
+    later passes may not rerun it)."""
 
-    def __init__(self, x, positions, valid, editable, gen_start, gen_end, start_col: int, span: int, n_blocks: int):
+    def __init__(self, x, positions, valid, editable, gen_start, gen_end, first_col, start_col: int, span: int):
         self.x, self.positions, self.valid, self.editable = x, positions, valid, editable
         self.ids = list(range(x.shape[0]))  # each remaining row's index in the caller's batch
-        self.gen_start, self.gen_end = gen_start, gen_end
+        self.gen_start, self.gen_end, self.first_col = gen_start, gen_end, first_col
         self.stable_len = [0] * x.shape[0]
-        self.start_col, self.span, self.n_blocks = start_col, span, n_blocks
+        self.start_col, self.span = start_col, span  # block i starts at start_col + i * span
         self.width = x.shape[1]
         self.begin_block(_Span(0, start_col, start_col + span))
+
+    @staticmethod
+    def _place(prompts: list[list[int]], pads: list[int], max_new: list[int], width: int, mask_id: int, fill: int):
+        """Rows of `width` columns: each prompt after its pad, then its max_new masked positions."""
+        lengths = torch.tensor([len(p) for p in prompts])
+        pad = torch.tensor(pads)
+        gen_start = pad + lengths
+        gen_end = gen_start + torch.tensor(max_new)
+        cols = torch.arange(width)
+        x = torch.full((len(prompts), width), fill, dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            x[i, pads[i] : int(gen_start[i])] = torch.tensor(prompt, dtype=torch.long)
+        positions = (cols[None] - pad[:, None]).clamp(min=0)
+        valid = (cols[None] >= pad[:, None]) & (cols[None] < gen_end[:, None])
+        editable = (cols[None] >= gen_start[:, None]) & (cols[None] < gen_end[:, None])
+        x[editable] = mask_id
+        return (x, positions, valid, editable), gen_start.tolist(), gen_end.tolist()
 
     @classmethod
     def from_prompts(cls, prompts: list[list[int]], s: DecodeSettings, family: Family, device, mask_id: int, fill: int,
                      align: int | None = None):
         """Prompts left-padded so generation starts at one column; each row then has max_new_tokens masked.
         align: the unit block starts align to (absolute positions; default the commit block)."""
-        bsz, block = len(prompts), s.block_size
+        block = s.block_size
         align = align or block
-        lengths = torch.tensor([len(p) for p in prompts])
         absolute = family.attention is not AttentionKind.BIDIRECTIONAL
-        first = (lengths // align) * align if absolute else lengths  # position where generation block 0 starts
-        start_col = int(first.max())
-        pad = start_col - first
-        gen_start = pad + lengths
-        gen_end = gen_start + s.max_new_tokens
-        n_blocks = -(-(int(gen_end.max()) - start_col) // block)
-        width = start_col + n_blocks * block
-        cols = torch.arange(width)
-        x = torch.full((bsz, width), fill, dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            x[i, int(pad[i]) : int(gen_start[i])] = torch.tensor(prompt, dtype=torch.long)
-        positions = (cols[None] - pad[:, None]).clamp(min=0)
-        valid = (cols[None] >= pad[:, None]) & (cols[None] < gen_end[:, None])
-        editable = (cols[None] >= gen_start[:, None]) & (cols[None] < gen_end[:, None])
-        x[editable] = mask_id
-        tensors = (t.to(device) for t in (x, positions, valid, editable))
-        return cls(*tensors, gen_start.tolist(), gen_end.tolist(), start_col, block, n_blocks)
+        first = [first_block(len(p), align, absolute) for p in prompts]
+        start_col = max(first)
+        pads = [start_col - f for f in first]
+        n_blocks = -(-max(pads[i] + len(p) + s.max_new_tokens - start_col for i, p in enumerate(prompts)) // block)
+        tensors, gen_start, gen_end = cls._place(prompts, pads, [s.max_new_tokens] * len(prompts),
+                                                 start_col + n_blocks * block, mask_id, fill)
+        return cls(*(t.to(device) for t in tensors), gen_start, gen_end, pads, start_col, block)
+
+    def reframe(self, left: int, width: int, fill: int) -> None:
+        """Shift every column by `left` (that many empty columns in front when positive, the first -left dropped when
+        negative), then cut or pad on the right to `width` columns."""
+        start = max(0, left)
+
+        def moved(t: torch.Tensor, value) -> torch.Tensor:
+            out = torch.full((t.shape[0], width), value, dtype=t.dtype, device=t.device)
+            source = t[:, max(0, -left) :][:, : width - start]
+            out[:, start : start + source.shape[1]] = source
+            return out
+
+        self.x, self.positions = moved(self.x, fill), moved(self.positions, 0)
+        self.valid, self.editable = moved(self.valid, False), moved(self.editable, False)
+        for name in ("gen_start", "gen_end", "first_col"):
+            setattr(self, name, [c + left for c in getattr(self, name)])
+        self.start_col += left
+        self.width = width
+
+    def extend(self, prompts: list[list[int]], max_new: list[int], pads: list[int], ids: list[int], mask_id: int,
+               fill: int) -> None:
+        """Rows joining the batch (before a block begins): each prompt after its pad, then its masked positions."""
+        tensors, gen_start, gen_end = self._place(prompts, pads, max_new, self.width, mask_id, fill)
+        x, positions, valid, editable = (t.to(self.x.device) for t in tensors)
+        self.x, self.positions = torch.cat((self.x, x)), torch.cat((self.positions, positions))
+        self.valid, self.editable = torch.cat((self.valid, valid)), torch.cat((self.editable, editable))
+        self.ids += ids
+        self.gen_start += gen_start
+        self.gen_end += gen_end
+        self.first_col += pads
+        self.stable_len += [0] * len(ids)
 
     @classmethod
     def from_canvas(cls, canvas: list[int], device, mask_id: int):
@@ -171,7 +211,7 @@ class _Rows:
         width = len(canvas)
         positions = torch.arange(width, device=device)[None]
         valid = torch.ones_like(x, dtype=torch.bool)
-        return cls(x, positions, valid, x == mask_id, [0], [width], 0, width, 1)
+        return cls(x, positions, valid, x == mask_id, [0], [width], [0], 0, width)
 
     def begin_block(self, span: _Span) -> None:
         self.block = span
@@ -200,7 +240,7 @@ class _Rows:
             setattr(self, name, getattr(self, name).index_select(0, index))
         if self.logits_before_block is not None:
             self.logits_before_block = self.logits_before_block.index_select(0, index)
-        for name in ("ids", "gen_start", "gen_end", "stable_len"):
+        for name in ("ids", "gen_start", "gen_end", "first_col", "stable_len"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in keep])
         if cache is not None:
@@ -263,14 +303,18 @@ def _check(model: Decoder, family: Family, prompts: list[list[int]], s: DecodeSe
         if not p:
             raise InvalidArgumentError(f"prompts[{i}]", p, "is empty: give at least one token")
     longest = max(len(p) for p in prompts) + s.max_new_tokens + unit
-    trained = trained_length(model, family)
-    if longest > trained and model.ntk_factor == 1.0 and not s.extend_context:
+    if _past_trained(model, family, s, longest):
         raise InvalidArgumentError(
             "max_new_tokens",
             s.max_new_tokens,
             f"prompt + new tokens (up to {longest} positions with block padding) exceed the trained context "
-            f"{trained}; shorten them or set an NTK factor (ntk_factor='auto' picks one)",
+            f"{trained_length(model, family)}; shorten them or set an NTK factor (ntk_factor='auto' picks one)",
         )
+
+
+def _past_trained(model: Decoder, family: Family, s: DecodeSettings, positions: int) -> bool:
+    """Whether `positions` run past the trained context with nothing that allows it (an NTK factor)."""
+    return positions > trained_length(model, family) and model.ntk_factor == 1.0 and not s.extend_context
 
 
 @dataclass(frozen=True)
@@ -288,8 +332,11 @@ class _Loop:
     """One decode: the settings, the model and its cache, and the rows; `blocks()` yields the events."""
 
     def __init__(self, model: Decoder, family: Family, scheduler, rows: _Rows, s: DecodeSettings, mask_id: int,
-                 attention: Attention, stop_check, ntk_factor: float | None = None, unit: int | None = None):
+                 attention: Attention, stop_check, ntk_factor: float | None = None, unit: int | None = None,
+                 join=None, join_width: int | None = None, fill: int = 0):
         self.model, self.scheduler, self.rows, self.s, self.mask_id = model, scheduler, rows, s, mask_id
+        self.family, self.join, self.fill = family, join, fill
+        self.join_width, self._next_id = join_width, len(rows.ids)  # joined rows take the next ids
         self.unit = unit or rows.span  # a forward covers the whole attention block(s) the commit block lies in
         self.ntk_factor = ntk_factor  # this decode's RoPE factor (None: the model's own); no state on the model
         self.attention, self.stop_check = attention, stop_check
@@ -307,8 +354,8 @@ class _Loop:
 
     def blocks(self) -> Iterator[Event]:
         rows = self.rows
-        for index in range(rows.n_blocks):
-            start = rows.start_col + index * rows.span
+        index, start = 0, rows.start_col
+        while start < rows.width:
             rows.begin_block(_Span(index, start, start + rows.span))
             scheduler_clock = 0  # passes while any row still had masks
             step = 0
@@ -330,6 +377,61 @@ class _Loop:
                 yield FinishEvent(rows.ids[i], rows.generated(i).tolist(), "length")
             if reached and not rows.retire(reached, self.cache):
                 return
+            index, start = index + 1, start + rows.span
+            if self.join is not None and (start - rows.start_col) % self.unit == 0:
+                start = self._admit(start)
+
+    # ---- rows joining at a block boundary
+    def _admit(self, column: int) -> int:
+        """Offer room to the join callback at this boundary; lay out the rows it returns (and drop the columns no row
+        needs any more). Returns the boundary's column after the shift."""
+        rows, model, family, exact = self.rows, self.model, self.family, self.cache_mode == "exact"
+        room = JoinRoom(column=column, width=rows.width, span=rows.span, unit=self.unit,
+                        absolute=family.attention is not AttentionKind.BIDIRECTIONAL, rows=len(rows.ids),
+                        lowest=min(rows.first_col), frozen=self.cached_upto if exact else column,
+                        max_width=max(rows.width, self.join_width or trained_length(model, family) + self.unit),
+                        fits_context=self._fits_context)
+        joining = list(self.join(room))
+        if [(len(p), n) for p, n in joining] != room.taken:
+            raise BlockgenError("the join callback must return the rows whose room it took, in order")
+        layout = room.layout()
+        if layout.shift == 0 and layout.width == rows.width and not joining:
+            return column
+        rows.reframe(layout.shift, layout.width, self.fill)
+        if exact:
+            self.cache.reframe(layout.shift, rows.width)
+            self.cached_upto += layout.shift
+        if joining:
+            ids = list(range(self._next_id, self._next_id + len(joining)))
+            self._next_id += len(joining)
+            new = len(rows.ids)
+            rows.extend([p for p, _ in joining], [n for _, n in joining], list(layout.pads), ids, self.mask_id,
+                        self.fill)
+            if exact:
+                self.cache.add_rows(self._prefill(new, min(layout.pads)))
+        if self.cache is not None and not exact:  # prefix / dual refresh the whole cache at the next block's start
+            self.cache = KVCache.for_model(model, len(rows.ids), rows.width)
+        return column + layout.shift
+
+    def _prefill(self, new: int, lo: int) -> KVCache:
+        """The cache of the rows from index `new` on (rows that just joined): the columns the batch has cached."""
+        rows, hi = self.rows, self.cached_upto
+        cache = KVCache.for_model(self.model, len(rows.ids) - new, self.cache.capacity)
+        lo = min(lo, hi)
+        empty = torch.zeros(len(rows.ids) - new, lo, dtype=torch.long, device=self.device)
+        cache.advance(empty, empty.bool())
+        if lo < hi:
+            self.model.hidden_states(rows.x[new:, lo:hi], positions=rows.positions[new:, lo:hi],
+                                     attention=self.attention, cache=cache, write_cache=True,
+                                     token_mask=rows.valid[new:, lo:hi], ntk_factor=self.ntk_factor)
+        return cache
+
+    def _fits_context(self, length: int) -> bool:
+        """Whether a row needing `length` positions decodes here as it would alone: within the context this decode
+        allows, under the same RoPE factor."""
+        model, family, s = self.model, self.family, self.s
+        return (not _past_trained(model, family, s, length)
+                and ntk_factor(model, family, s, length) == self.ntk_factor)
 
     # ---- phase 1: which columns run
     def _span(self) -> tuple[int, int]:
@@ -485,10 +587,16 @@ def decode(
     prompts: list[list[int]],
     settings: DecodeSettings,
     stop_check: Callable[[int, list[int]], int | None] | None = None,
+    join: Callable[[JoinRoom], list[tuple[list[int], int]]] | None = None,
+    join_width: int | None = None,
 ) -> Iterator[Event]:
     """Yield events while block-diffusion decoding `prompts` (lists of token ids).
 
     stop_check(row, stable_tokens) may return a length at which that row stops (a stop string was found).
+    join(room), called at each boundary of the attention unit, returns rows that join the batch there: (prompt,
+    max_new_tokens) pairs whose room it took with `room.take` (see `JoinRoom`). Joined rows take the next row ids
+    (len(prompts), then on) and decode as they would alone; the batch stays within `join_width` columns (default the
+    trained context plus one block).
     """
     settings.attention_block = attention_block(family, settings.block_size, settings.attention_block)
     unit = max(settings.block_size, settings.attention_block or 1)  # the span a forward must cover
@@ -498,7 +606,7 @@ def decode(
     rows = _Rows.from_prompts(prompts, settings, family, model.device, mask_id, fill, unit)
     factor = ntk_factor(model, family, settings, max(len(p) for p in prompts) + settings.max_new_tokens + unit)
     loop = _Loop(model, family, scheduler, rows, settings, mask_id, family.attention_for(settings.attention_block),
-                 stop_check, factor, unit)
+                 stop_check, factor, unit, join=join, join_width=join_width, fill=fill)
     yield from loop.blocks()
 
 

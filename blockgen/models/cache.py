@@ -102,6 +102,47 @@ class KVCache:
         self.keys, self.values = self.keys[:, rows], self.values[:, rows]
         self.positions, self.valid = self.positions[rows], self.valid[rows]
 
+    def add_rows(self, other: "KVCache") -> None:
+        """Append the rows of `other` (same slots filled, same capacity): sequences join the batch."""
+        if other.length != self.length or other.capacity != self.capacity:
+            raise InvalidArgumentError("other", f"{other.length} of {other.capacity} slots",
+                                       f"must match this cache's {self.length} of {self.capacity}")
+        self.keys = torch.cat((self.keys, other.keys), dim=1)
+        self.values = torch.cat((self.values, other.values), dim=1)
+        self.positions = torch.cat((self.positions, other.positions))
+        self.valid = torch.cat((self.valid, other.valid))
+        self._padded_upto = max(self._padded_upto, other._padded_upto)
+
+    def reframe(self, left: int, capacity: int) -> None:
+        """Shift every slot by `left`: a positive shift puts that many empty (invalid) slots in front, a negative one
+        drops the first -left slots; the capacity becomes at least `capacity`."""
+        n = self.length
+        if not -n <= left:
+            raise InvalidArgumentError("left", left, f"cannot drop more than the {n} cached slots")
+        capacity = max(capacity, n + left)
+        if left == 0 and capacity <= self.capacity:
+            return
+        keep = slice(max(0, -left), n)
+        count = n - keep.start
+        dest = slice(max(0, left), max(0, left) + count)
+        grown = capacity > self.capacity
+        size = max(capacity, self.capacity) if grown else self.capacity
+
+        def moved(t: torch.Tensor, axis: int) -> torch.Tensor:
+            shape = list(t.shape)
+            shape[axis] = size
+            out = torch.zeros(shape, dtype=t.dtype, device=t.device)
+            index = [slice(None)] * len(shape)
+            source = list(index)
+            index[axis], source[axis] = dest, keep
+            out[tuple(index)] = t[tuple(source)]
+            return out
+
+        self.keys, self.values = moved(self.keys, 3), moved(self.values, 3)
+        self.positions, self.valid = moved(self.positions, 1), moved(self.valid, 1)
+        self.capacity, self.length = size, n + left
+        self._padded_upto = self.length if left > 0 else max(0, self._padded_upto + left)
+
     def trim(self, length: int) -> None:
         """Forget every slot from `length` on."""
         if not 0 <= length <= self.length:

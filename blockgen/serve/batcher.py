@@ -7,11 +7,13 @@ row finishes alone and leaves the batch). A row's own length limit and stop stri
 `stop_check`, so rows with different `max_tokens` or `stop` share a batch; so is a cancelled row (its client went
 away), which then retires at the next pass and frees its place.
 
-Rows join a batch when it is formed: rows that arrive while a batch runs wait for the next one (the engine lays a
-batch out once, at its start, and keeps its rows' keys and values in one cache). Batches follow one another back to
-back. Before a batch starts, arrivals are gathered briefly: right after a batch, until its rows are back (clients
-that send their next request as soon as an answer ends) on top of those that were already waiting, for at most a
-few of its decoding steps; after a quiet spell, for a short window that lets a burst of arrivals start together.
+Rows that arrive while a batch runs join it at its next block boundary (the engine's `join`: the row is laid out as
+it would be alone, its prompt's keys and values computed and added to the batch's cache), in arrival order, as long
+as they share the batch's key and there is room (`max_batch` rows; the batch's columns within the context); a row
+with another key stops later arrivals from joining ahead of it, so the batch drains and that row leads the next one.
+Before a batch starts, arrivals are gathered briefly: right after a batch, until its rows are back (clients that send
+their next request as soon as an answer ends) on top of those that were already waiting, for at most a few of its
+decoding steps; after a quiet spell, for a short window that lets a burst of arrivals start together.
 
 Greedy rows give what each would give alone: the batch's maximum length only matters for block-diffusion layouts
 (the last block of a shorter row would differ) and bidirectional models (a row sees its masked tail), so there the
@@ -110,10 +112,11 @@ class BatchStats:
     rows: int = 0
     largest: int = 0
     cancelled: int = 0
+    joined: int = 0  # rows that joined a running batch
 
     def as_dict(self) -> dict:
         return {"batches": self.batches, "rows": self.rows, "largest_batch": self.largest,
-                "cancelled_rows": self.cancelled}
+                "cancelled_rows": self.cancelled, "joined_rows": self.joined}
 
 
 class Batcher:
@@ -294,9 +297,33 @@ class Batcher:
                 return row.config.max_new_tokens
             return None
 
+        def join(room) -> list[tuple[list[int], int]]:
+            """Waiting rows with this batch's key, in arrival order, up to the first with another key."""
+            with self._cond:
+                if self._stopping:
+                    return []
+                taken, waiting = [], deque()
+                for row in self._pending:
+                    if row.cancelled.is_set():
+                        self.stats.cancelled += 1
+                        continue
+                    if (not waiting and row.key == rows[0].key and room.rows < self.max_batch
+                            and room.take(len(row.prompt), row.config.max_new_tokens)):
+                        taken.append(row)
+                    else:
+                        waiting.append(row)
+                self._pending = waiting
+                rows.extend(taken)
+                texts.extend(RowText(lm.tokenizer, row.config.stop) for row in taken)
+                self._current.extend(taken)
+            self.stats.rows += len(taken)
+            self.stats.joined += len(taken)
+            self.stats.largest = max(self.stats.largest, room.rows)
+            return [(row.prompt, row.config.max_new_tokens) for row in taken]
+
         settings = config.decode_settings(lm.family, lm.device, lm.stop_token_ids)
         events = decode(lm.model, lm.family, config.make_scheduler(), [row.prompt for row in rows], settings,
-                        stop_check)
+                        stop_check, join=join)
         passes = 0
         while True:
             with self.gate:

@@ -111,3 +111,31 @@ def test_attention_rejects_bad_block_size():
         Attention.block_causal(0)
     with pytest.raises(InvalidArgumentError, match="block_size"):
         Attention("causal", 4)
+
+
+def test_reframed_and_joined_rows_attend_as_before(lm):
+    """Slots shifted right (empty ones in front), capacity grown, a row added, slots dropped again: every row's next
+    step equals the same step over its sequence alone."""
+    attention = Attention.causal()
+    first, second, more = _ids(6, seed=5), _ids(4, seed=6), _ids(1, batch=2, seed=7)
+    cache = KVCache.for_model(lm.model, batch_size=1, capacity=7)
+    lm.model(first, attention=attention, cache=cache, token_mask=torch.ones(1, 6, dtype=torch.bool))
+    cache.reframe(3, capacity=12)  # three empty slots in front, room for more
+    assert (cache.length, cache.capacity) == (9, 12) and not cache.valid[0, :3].any()
+    joining = KVCache.for_model(lm.model, batch_size=1, capacity=12)
+    pad = 5  # the new row's four tokens take the last slots
+    joining.advance(torch.zeros(1, pad, dtype=torch.long), torch.zeros(1, pad, dtype=torch.bool))
+    lm.model(second, positions=torch.arange(4)[None], attention=attention, cache=joining,
+             token_mask=torch.ones(1, 4, dtype=torch.bool))
+    cache.add_rows(joining)
+    cache.reframe(-3, capacity=12)  # no row uses the first three slots any more
+    assert (cache.length, cache.batch_size) == (6, 2)
+    step = lm.model(more, positions=torch.tensor([[6], [4]]), attention=attention, cache=cache,
+                    token_mask=torch.ones(2, 1, dtype=torch.bool))
+    for row, ids in enumerate((first, second)):
+        alone = lm.model(torch.cat((ids, more[row : row + 1]), 1), attention=attention)[:, -1]
+        assert (step[row, 0] - alone[0]).abs().max() <= 1e-5, row
+    with pytest.raises(InvalidArgumentError, match="slots"):
+        cache.add_rows(KVCache.for_model(lm.model, batch_size=1, capacity=12))
+    with pytest.raises(InvalidArgumentError, match="left"):
+        cache.reframe(-cache.length - 1, capacity=12)

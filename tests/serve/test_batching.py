@@ -91,6 +91,32 @@ def test_bidirectional_rows_of_different_lengths_equal_their_answer_alone(tmp_pa
     assert asyncio.run(run()) == alone
 
 
+@pytest.mark.parametrize("lm_name,options", [("ar_lm", {}), ("bd_lm", {"block_size": 4, "threshold": 0.5})])
+def test_requests_that_arrive_mid_batch_join_it_and_equal_their_answer_alone(request, lm_name, options, serve):
+    lm = request.getfixturevalue(lm_name)
+    url = serve(lm, model_name="m")
+    first = dict(prompt="Once upon a time", max_tokens=600)  # a long answer (both models): the others join it
+    later = [dict(prompt=p, max_tokens=m if not options else 600)
+             for p, m in (("Why", 20), ("The harbour at dawn was full of boats and gulls and", 33), ("Tides", 9))]
+    alone = [lm.generate(r["prompt"], max_new_tokens=r["max_tokens"], **options) for r in [first, *later]]
+
+    async def run():
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        stream = await client.completions.create(model="m", stream=True, extra_body=options, **first)
+        text, chunks = "", aiter(stream)
+        text += (await anext(chunks)).choices[0].text  # the first batch is running
+        joined = asyncio.gather(*(client.completions.create(model="m", extra_body=options, **r) for r in later))
+        async for chunk in chunks:
+            text += chunk.choices[0].text
+        replies = await joined
+        await client.close()
+        return [text] + [r.choices[0].text for r in replies]
+
+    assert asyncio.run(run()) == alone
+    stats = httpx.get(f"{url}/health").json()
+    assert stats["joined_rows"] == len(later) and stats["batches"] == 1, stats  # they joined the running batch
+
+
 def test_a_client_that_goes_away_frees_its_row(ar_lm, serve):
     url = serve(ar_lm, model_name="tiny")
     client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
