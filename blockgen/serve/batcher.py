@@ -249,7 +249,7 @@ class Batcher:
                 longest, most = new_longest, new_most
             taken = set(map(id, chosen))
             self._pending = deque(row for row in live if id(row) not in taken)
-            self._current = chosen
+            self._current = list(chosen)  # the running batch's rows, for stop(); joined rows are added to both
             return chosen
 
     def _run(self) -> None:

@@ -105,7 +105,10 @@ def test_requests_that_arrive_mid_batch_join_it_and_equal_their_answer_alone(req
         stream = await client.completions.create(model="m", stream=True, extra_body=options, **first)
         text, chunks = "", aiter(stream)
         text += (await anext(chunks)).choices[0].text  # the first batch is running
-        joined = asyncio.gather(*(client.completions.create(model="m", extra_body=options, **r) for r in later))
+        async def one_after_another():  # each joins at a later boundary than the one before
+            return [await client.completions.create(model="m", extra_body=options, **r) for r in later]
+
+        joined = asyncio.ensure_future(one_after_another())
         async for chunk in chunks:
             text += chunk.choices[0].text
         replies = await joined
