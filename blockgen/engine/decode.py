@@ -12,6 +12,8 @@ Each block runs passes until its rows are done; a pass is three phases:
      a block-causal checkpoint keeps its trained attention block: a commit block may be a sub-block of it (each pass
      then runs the whole attention block, later sub-blocks still masked) or span several;
   3. settling: each row's stable prefix, stop tokens and stop strings; finished rows retire (`_Rows.retire`).
+Between blocks, where a whole attention unit begins, new rows may join (`decode(join=...)`, laid out by
+`blockgen.engine.joining`): each as it would be alone, its prompt's keys and values added to the exact cache.
 
 Caches:
 - "exact" (causal, block-causal): keys/values of finished blocks are written once; each step runs the blocks not yet
