@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from blockgen.document.metrics import ends_a_sentence, meta_phrases
+from blockgen.document.metrics import ends_a_sentence, in_first_person, meta_phrases
 from blockgen.memory import split_sentences
 
 PROMPT_LABELS = (
@@ -143,9 +143,10 @@ def content_pairs(text: str) -> list[tuple[str, str]]:
     return list(zip(words, words[1:]))
 
 
-def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) -> str:
+def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, first_person: bool = True) -> str:
     """The paragraph's new, clean sentences (those kept are added to `novelty`); repeats_only: drop repeated sentences
-    and keep everything else as the model wrote it."""
+    and keep everything else as the model wrote it; first_person=False (a report): sentences in the first person
+    singular outside quotes are a narrator's or an assistant's voice, and dropped."""
     kept = []
     sentences = split_sentences(text)
     for n, sentence in enumerate(sentences):
@@ -155,7 +156,7 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False) 
             low = sentence.lower()
             if _junk(sentence) or _COUNT.match(sentence) or any(label in low for label in PROMPT_LABELS):
                 continue
-            if meta_phrases(sentence):
+            if meta_phrases(sentence) or (not first_person and in_first_person(sentence)):
                 continue
             if not ends_a_sentence(sentence) and (n == len(sentences) - 1 or len(sentence.split()) <= HEADING_WORDS):
                 continue  # cut off at the length limit, or a heading

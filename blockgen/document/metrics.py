@@ -48,6 +48,9 @@ META_PATTERNS = (
     r"(?:end|start|beginning|rest|outline) of (?:the|this) (?:report|story|essay|article)\b",
     r"(?:finish|end|start|begin|continue) (?:the|this|my) (?:report|story|essay|article)\b",
     r"the (?:report|article|essay|study) (?:also )?(?:notes|says|states|mentions|explains|shows that)",
+    r"(?:has|have|had) (?:written|wrote) (?:a|an|the|this|his|her|their|my) (?:\w+ )?(?:report|essay|article)\b",
+    # offers to a reader and speeches to an audience ("If you would like, I can explain...", "Ladies and gentlemen")
+    r"if you would like", r"i can (?:explain|show|tell|give|provide|write|describe|walk)\b", r"ladies and gentlemen",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 
@@ -83,6 +86,14 @@ def meta_phrases(text: str) -> list[str]:
 
 
 _FIRST_PERSON = re.compile(r"\b(?:I|me|my|mine|myself)\b|\bI'(?:m|ve|d|ll)\b")
+
+
+def in_first_person(sentence: str) -> bool:
+    """Whether a sentence speaks in the first person singular outside quotation marks."""
+    return bool(_FIRST_PERSON.search(_QUOTED.sub(" ", sentence)))
+
+
+_QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
 
 
 def first_person_share(text: str) -> float:

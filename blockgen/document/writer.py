@@ -427,7 +427,8 @@ class Writer:
                 seed = _paragraph_seed(doc.request.seed, index, attempt + draw * cfg.max_attempts)
                 batch = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
                 results += batch
-                texts += [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=cfg.cleanup == "repeats"),
+                texts += [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=cfg.cleanup == "repeats",
+                                                         first_person=doc.request.kind != "report"),
                                          keep_words) for r in batch]
                 best, on_plan = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words,
                                             section_so_far, doc.request.kind)

@@ -105,3 +105,15 @@ def test_a_sentence_that_loops_on_one_phrase_is_dropped():
     text = ("The Earth rolls around its axis. The rollercoaster effect is not only created by the rollercoaster "
             "effect, but also by the rollercoaster effect itself. High tides come twice a day.")
     assert clean_paragraph(text, Novelty()) == "The Earth rolls around its axis. High tides come twice a day."
+
+
+def test_offers_speeches_and_a_reports_narrator_are_dropped():
+    text = ("Each cycle lasts about twelve hours. If you would like, I can explain the cycle in a simple way. "
+            "Ladies and Gentlemen, today we dive into the tides! He has written a great report on it. "
+            "I want to make sure that I present my work clearly. The keeper wrote \"I saw it rise\" in the log.")
+    report = clean_paragraph(text, Novelty(), first_person=False)
+    assert report == "Each cycle lasts about twelve hours. The keeper wrote \"I saw it rise\" in the log."
+    # a story keeps its narrator; offers and speeches go in any kind
+    story = clean_paragraph(text, Novelty())
+    assert story == ("Each cycle lasts about twelve hours. I want to make sure that I present my work clearly. "
+                     "The keeper wrote \"I saw it rise\" in the log.")
