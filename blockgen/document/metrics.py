@@ -51,6 +51,12 @@ META_PATTERNS = (
     r"(?:has|have|had) (?:written|wrote) (?:a|an|the|this|his|her|their|my) (?:\w+ )?(?:report|essay|article)\b",
     # offers to a reader and speeches to an audience ("If you would like, I can explain...", "Ladies and gentlemen")
     r"if you would like", r"i can (?:explain|show|tell|give|provide|write|describe|walk)\b", r"ladies and gentlemen",
+    # the text judging how it is written ("The story is very complex, but the explanation is concise", "is told in a
+    # way that", "The introduction to the section is as follows")
+    r"(?:is|are) as follows", r"the introduction to the",
+    r"(?:is|are) (?:told|explained|given|described|presented|written) in a (?:\w+ )?way",
+    r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
+    r"detailed|short|long|well)",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

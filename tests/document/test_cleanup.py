@@ -117,3 +117,10 @@ def test_offers_speeches_and_a_reports_narrator_are_dropped():
     story = clean_paragraph(text, Novelty())
     assert story == ("Each cycle lasts about twelve hours. I want to make sure that I present my work clearly. "
                      "The keeper wrote \"I saw it rise\" in the log.")
+
+
+def test_text_that_judges_its_own_writing_is_dropped():
+    text = ('The introduction to the "Introduction" section is as follows: "Vaccines matter." '
+            "This story is told in a way that highlights the process. The story is very complex, but the explanation "
+            "is very concise and easy to read. B cells make antibodies.")
+    assert clean_paragraph(text, Novelty()) == "B cells make antibodies."
