@@ -99,3 +99,17 @@ def test_a_callback_that_returns_rows_it_did_not_take_is_an_error(ar_lm):
     with pytest.raises(Exception, match="took"):
         list(decode(ar_lm.model, ar_lm.family, LowConfidenceScheduler(), [_prompt(4)], s,
                     join=lambda room: [(_prompt(5), 2)]))
+
+
+@pytest.mark.parametrize("cache", ["none", "dual"])
+def test_bidirectional_rows_that_join_equal_their_answer_alone(llada_lm, cache):
+    """A bidirectional row sees its own masked tail: joined where its own first block would start, it does alone."""
+    prompts, scheduler = [_prompt(6, seed=1), _prompt(11, seed=2)], LowConfidenceScheduler()
+    schedule = {0: [(_prompt(30, seed=3), 8)], 1: [(_prompt(3, seed=4), 8)]}
+    arrivals = Arrivals(schedule)
+    got, _ = _joined(llada_lm, scheduler, prompts, 12, arrivals, block_size=4, steps=4, cache=cache)
+    joined = [row for rows in schedule.values() for row in rows]
+    expected = [_alone(llada_lm, scheduler, p, n, block_size=4, steps=4, cache=cache)
+                for p, n in [(p, 12) for p in prompts] + joined]
+    assert len(arrivals.joined_at) == 2
+    assert [got[i] for i in range(len(expected))] == expected
