@@ -35,7 +35,7 @@ from blockgen.engine.joining import JoinRoom, first_block
 from blockgen.engine.options import CACHE_MODES, GenerationConfig
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import Attention, AttentionKind
-from blockgen.models.cache import KVCache
+from blockgen.models.cache import KVCache, shifted
 from blockgen.models.decoder import Decoder
 from blockgen.models.family import Family
 
@@ -178,16 +178,8 @@ class _Rows:
     def reframe(self, left: int, width: int, fill: int) -> None:
         """Shift every column by `left` (that many empty columns in front when positive, the first -left dropped when
         negative), then cut or pad on the right to `width` columns."""
-        start = max(0, left)
-
-        def moved(t: torch.Tensor, value) -> torch.Tensor:
-            out = torch.full((t.shape[0], width), value, dtype=t.dtype, device=t.device)
-            source = t[:, max(0, -left) :][:, : width - start]
-            out[:, start : start + source.shape[1]] = source
-            return out
-
-        self.x, self.positions = moved(self.x, fill), moved(self.positions, 0)
-        self.valid, self.editable = moved(self.valid, False), moved(self.editable, False)
+        self.x, self.positions = shifted(self.x, 1, left, width, fill), shifted(self.positions, 1, left, width)
+        self.valid, self.editable = (shifted(t, 1, left, width, False) for t in (self.valid, self.editable))
         for name in ("gen_start", "gen_end", "first_col"):
             setattr(self, name, [c + left for c in getattr(self, name)])
         self.start_col += left

@@ -119,27 +119,11 @@ class KVCache:
         n = self.length
         if not -n <= left:
             raise InvalidArgumentError("left", left, f"cannot drop more than the {n} cached slots")
-        capacity = max(capacity, n + left)
-        if left == 0 and capacity <= self.capacity:
+        size = max(capacity, n + left, self.capacity)
+        if left == 0 and size == self.capacity:
             return
-        keep = slice(max(0, -left), n)
-        count = n - keep.start
-        dest = slice(max(0, left), max(0, left) + count)
-        grown = capacity > self.capacity
-        size = max(capacity, self.capacity) if grown else self.capacity
-
-        def moved(t: torch.Tensor, axis: int) -> torch.Tensor:
-            shape = list(t.shape)
-            shape[axis] = size
-            out = torch.zeros(shape, dtype=t.dtype, device=t.device)
-            index = [slice(None)] * len(shape)
-            source = list(index)
-            index[axis], source[axis] = dest, keep
-            out[tuple(index)] = t[tuple(source)]
-            return out
-
-        self.keys, self.values = moved(self.keys, 3), moved(self.values, 3)
-        self.positions, self.valid = moved(self.positions, 1), moved(self.valid, 1)
+        self.keys, self.values = (shifted(t[:, :, :, :n], 3, left, size) for t in (self.keys, self.values))
+        self.positions, self.valid = (shifted(t[:, :n], 1, left, size) for t in (self.positions, self.valid))
         self.capacity, self.length = size, n + left
         self._padded_upto = self.length if left > 0 else max(0, self._padded_upto + left)
 
@@ -149,3 +133,16 @@ class KVCache:
             raise InvalidArgumentError("length", length, f"must be between 0 and the cached length {self.length}")
         self.length = length
         self._padded_upto = min(self._padded_upto, length)
+
+
+def shifted(t: torch.Tensor, axis: int, left: int, size: int, value=0) -> torch.Tensor:
+    """`t` moved by `left` along `axis` into `size` slots: that many `value` slots in front when positive, its first
+    -left slots dropped when negative; whatever does not fit at the end is cut, free slots at the end hold `value`."""
+    shape = list(t.shape)
+    shape[axis] = size
+    out = torch.full(shape, value, dtype=t.dtype, device=t.device)
+    start = max(0, left)
+    source = t.narrow(axis, max(0, -left), max(0, min(t.shape[axis] + min(0, left), size - start)))
+    out.narrow(axis, start, source.shape[axis]).copy_(source)
+    return out
+

@@ -137,7 +137,7 @@ class Batcher:
         self._stopping = False
         self._expected, self._last_end, self._last_step = 1, 0.0, 0.0  # rows expected after the last batch
         self._solo = itertools.count()
-        self._current: list[Row] = []  # the running batch
+        self._current: list[Row] = []  # the running batch's rows (the list _decode indexes; joined rows are appended)
         self._thread: threading.Thread | None = None
 
     # ---- the request side
@@ -249,7 +249,7 @@ class Batcher:
                 longest, most = new_longest, new_most
             taken = set(map(id, chosen))
             self._pending = deque(row for row in live if id(row) not in taken)
-            self._current = list(chosen)  # the running batch's rows, for stop(); joined rows are added to both
+            self._current = chosen
             return chosen
 
     def _run(self) -> None:
@@ -313,9 +313,8 @@ class Batcher:
                     else:
                         waiting.append(row)
                 self._pending = waiting
-                rows.extend(taken)
+                rows.extend(taken)  # rows is self._current: stop() sees them too
                 texts.extend(RowText(lm.tokenizer, row.config.stop) for row in taken)
-                self._current.extend(taken)
             self.stats.rows += len(taken)
             self.stats.joined += len(taken)
             self.stats.largest = max(self.stats.largest, room.rows)
