@@ -11,13 +11,15 @@ from blockgen.planners.budget import allocate_words
 from blockgen.planners.outline import Outline
 
 # Goals that differ in what they ask for (what it is, its history, how it works, its effects, what to remember), so
-# each section has its own content and the outline latent tells the sections apart.
+# each section has its own content and the outline latent tells the sections apart. No goal names the topic (the
+# title does): a node that did would stand nearest every section, and a question as topic would not read as a phrase
+# ("What how tides work is").
 _REPORT = [
-    ("Introduction", "What {topic} is, defined in plain words, with one everyday example of it.", 1.0),
-    ("Background", "The history of {topic}: who first studied it, in which century, and the early ideas.", 1.4),
-    ("Main findings", "How {topic} works: the causes and mechanisms, explained step by step.", 1.8),
-    ("Analysis", "The effects of {topic} on people, nature and the economy, and the open questions.", 1.4),
-    ("Conclusion", "A short summing-up of {topic}: the main points to remember and what comes next.", 0.8),
+    ("Introduction", "The basics: what it is, the key terms defined in plain words, and one everyday example.", 1.0),
+    ("Background", "The history: who first studied it, in which century, and the early ideas.", 1.4),
+    ("Main findings", "How it works: the causes and mechanisms, explained step by step.", 1.8),
+    ("Analysis", "The effects on people, nature and the economy, and the open questions.", 1.4),
+    ("Conclusion", "The main points to remember, and what may come next.", 0.8),
 ]
 _STORY = [  # no goal names the story's topic (the title does): a node that did would stand nearest every scene
     ("Opening", "An ordinary day: introduce the place, the hero and the hero's daily life.", 1.0),

@@ -79,7 +79,11 @@ def _fit_lines(lm, lines: list[str], budget: int) -> tuple[list[str], int]:
 
 
 def instruction(brief: Brief, has_memory: bool) -> str:
-    which = f'the next paragraph of the "{brief.heading}" section' if brief.part > 1 else f'the "{brief.heading}" section'
+    # the section of what whole (the title): goals need not name the topic, so the outline latent's nodes differ by
+    # what each section is for rather than all standing near the topic
+    of = f' of the {brief.kind} "{brief.title}"'
+    which = (f'the next paragraph of the "{brief.heading}" section{of}' if brief.part > 1
+             else f'the "{brief.heading}" section{of}')
     goal = f" {brief.goal.strip()}" if brief.goal.strip() else ""
     if goal and not goal.endswith((".", "!", "?")):
         goal += "."

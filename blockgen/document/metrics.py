@@ -55,6 +55,13 @@ META_PATTERNS = (
     # way that", "The introduction to the section is as follows")
     r"(?:is|are) as follows", r"the introduction to the",
     r"(?:is|are) (?:told|explained|given|described|presented|written) in a (?:\w+ )?way",
+    # the writing announcing itself ("The essay will wrap up", "The conclusion will add", "The reason for this 200
+    # words") or its reader ("The story left the reader with...", "As the story unfolded")
+    r"(?:this|the|that) (?:report|story|essay|article|conclusion|introduction|summary|analysis|final paragraph|"
+    r"paragraph|section)s? (?:will|would|is going to|shall)\b", r"(?:this|that) (?:short |long )?essay\b",
+    r"(?:this|these|the) \d+ words", r"the readers?\b", r"as the story (?:unfold|unfolds|unfolded|went|goes|began)\b",
+    r"the story (?:left|had left|leaves|was about|is about|marked|ended with|had taken|took a)\b",
+    r"let'?s (?:start|begin|discuss|look|dive|explore|take a look|talk|move on|break)\b",
     r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
     r"detailed|short|long|well)",
 )

@@ -27,7 +27,8 @@ def test_the_request_reads_like_a_plain_chat_turn(lm):
     assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")  # the reply is fresh
     assert 'You are writing a report titled "How tides work" (about 800 words).' in text
     assert "- Introduction: Tides rise and fall twice a day." in text and "(do not repeat it)" in text
-    assert ('Write the next paragraph of the "Background" section: The history of tides. Focus on a concrete example. '
+    assert ('Write the next paragraph of the "Background" section of the report "How tides work": The history of '
+            'tides. Focus on a concrete example. '
             "Write one paragraph of about 120 words, with no heading, and say something not said before.") in text
     assert context.log["memory_lines"] == 2 and context.log["window"] == 0
 
@@ -48,5 +49,6 @@ def test_memory_keeps_its_newest_lines_and_the_window_opens_the_reply(lm):
 
 def test_first_paragraph_of_a_section_has_no_focus_or_novelty_clause():
     first = Brief(**{**BRIEF.__dict__, "part": 1, "focus": ""})
-    assert instruction(first, has_memory=False) == ('Write the "Background" section: The history of tides. Write one '
-                                                    "paragraph of about 120 words, with no heading.")
+    assert instruction(first, has_memory=False) == ('Write the "Background" section of the report "How tides work": '
+                                                    "The history of tides. Write one paragraph of about 120 words, "
+                                                    "with no heading.")
