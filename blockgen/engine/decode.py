@@ -137,7 +137,7 @@ class _Rows:
         self.x, self.positions, self.valid, self.editable = x, positions, valid, editable
         self.ids = list(range(x.shape[0]))  # each remaining row's index in the caller's batch
         self.gen_start, self.gen_end, self.first_col = gen_start, gen_end, first_col
-        self.stable_len = [0] * x.shape[0]
+        self.stable: list[list[int]] = [[] for _ in range(x.shape[0])]  # each row's settled tokens (they only grow)
         self.start_col, self.span = start_col, span  # block i starts at start_col + i * span
         self.width = x.shape[1]
         self.begin_block(_Span(0, start_col, start_col + span))
@@ -196,7 +196,7 @@ class _Rows:
         self.gen_start += gen_start
         self.gen_end += gen_end
         self.first_col += pads
-        self.stable_len += [0] * len(ids)
+        self.stable += [[] for _ in ids]
 
     @classmethod
     def from_canvas(cls, canvas: list[int], device, mask_id: int):
@@ -211,6 +211,7 @@ class _Rows:
         self.block = span
         self.in_block = self.editable[:, span.start : span.end]
         self.active = self.in_block.any(-1)
+        self.any_active = bool(self.active.any())  # read on the host once per pass (see _Loop._pass)
         self.passes_after_masks = torch.zeros(len(self.ids), dtype=torch.long, device=self.x.device)
         self.passes_with_masks = torch.zeros_like(self.passes_after_masks)
         self.logits_before_block: torch.Tensor | None = None
@@ -234,7 +235,8 @@ class _Rows:
             setattr(self, name, getattr(self, name).index_select(0, index))
         if self.logits_before_block is not None:
             self.logits_before_block = self.logits_before_block.index_select(0, index)
-        for name in ("ids", "gen_start", "gen_end", "first_col", "stable_len"):
+        self.any_active = bool(self.active.any())
+        for name in ("ids", "gen_start", "gen_end", "first_col", "stable"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in keep])
         if cache is not None:
@@ -320,6 +322,7 @@ class _Pass:
     write: bool
     trim_before: int | None = None
     trim_after: int | None = None
+    start: int | None = None  # the first column when the columns are one ascending run (else None)
 
 
 class _Loop:
@@ -353,7 +356,7 @@ class _Loop:
             rows.begin_block(_Span(index, start, start + rows.span))
             scheduler_clock = 0  # passes while any row still had masks
             step = 0
-            while bool(rows.active.any()):
+            while rows.any_active:
                 masks_before = rows.block_masks(self.mask_id)
                 event, ticked = self._pass(step, scheduler_clock, masks_before)
                 scheduler_clock += ticked
@@ -445,17 +448,26 @@ class _Loop:
         if mode == "exact":
             end = hi if self.runs_block else block.start
             return _Pass(torch.arange(self.cached_upto, end, device=device), True,
-                         trim_after=lo if self.runs_block else None)
+                         trim_after=lo if self.runs_block else None, start=self.cached_upto)
         if mode == "none":
             bidirectional = self.attention.kind is AttentionKind.BIDIRECTIONAL
             end = width if bidirectional else (hi if self.runs_block else block.start)
-            return _Pass(torch.arange(0, end, device=device), False)
+            return _Pass(torch.arange(0, end, device=device), False, start=0)
         if step == 0:  # prefix / dual: refresh the cache with a full pass at the block start
             columns = torch.arange(width, device=device)
             if mode == "dual":  # order: prefix, suffix, block; bidirectional attention ignores order
                 columns = torch.cat((columns[:lo], columns[hi:], columns[lo:hi]))
-            return _Pass(columns, True, trim_before=0, trim_after=lo if mode == "prefix" else width - (hi - lo))
-        return _Pass(torch.arange(lo, width if mode == "prefix" else hi, device=device), False)
+            return _Pass(columns, True, trim_before=0, trim_after=lo if mode == "prefix" else width - (hi - lo),
+                         start=0 if mode == "prefix" or hi == width else None)
+        return _Pass(torch.arange(lo, width if mode == "prefix" else hi, device=device), False, start=lo)
+
+    def _layout(self, plan: _Pass, cached: int) -> bool:
+        """Whether the planned columns are laid out as the model assumes when given no positions and no token mask:
+        positions continuing `cached` keys, no padding in any row (the mask then follows from the shapes, often none
+        at all, and SDPA may pick its fastest kernel)."""
+        rows = self.rows
+        return (plan.start == cached and not any(rows.first_col)
+                and min(rows.gen_end) >= plan.start + len(plan.columns))
 
     def _forward(self, plan: _Pass, wanted: torch.Tensor) -> dict[int, torch.Tensor]:
         """Run the planned columns; the logits (B, V) of each wanted column among them, by column."""
@@ -465,18 +477,19 @@ class _Loop:
         slot = torch.full((rows.width + 1,), -1, dtype=torch.long, device=self.device)
         slot[plan.columns] = torch.arange(len(plan.columns), device=self.device)
         present = wanted[slot[wanted] >= 0]
+        plain = self._layout(plan, cache.length if cache is not None else 0)
+        positions, valid = (None, None) if plain else (rows.positions[:, plan.columns], rows.valid[:, plan.columns])
         if self._one_prompt(plan):  # e.g. a writer's candidates: the shared prompt runs once
             single = KVCache.for_model(self.model, 1, cache.capacity)
-            out = self.model(rows.x[:1, plan.columns], positions=rows.positions[:1, plan.columns],
+            out = self.model(rows.x[:1, plan.columns], positions=None if plain else positions[:1],
                              attention=self.attention, cache=single, write_cache=True,
-                             token_mask=rows.valid[:1, plan.columns], logits_at=slot[present],
+                             token_mask=None if plain else valid[:1], logits_at=slot[present],
                              ntk_factor=self.ntk_factor)
             cache.fill_from(single)
             out = out.expand(len(rows.ids), *out.shape[1:]).contiguous()
         else:
-            out = self.model(rows.x[:, plan.columns], positions=rows.positions[:, plan.columns],
-                             attention=self.attention, cache=cache, write_cache=plan.write,
-                             token_mask=rows.valid[:, plan.columns], logits_at=slot[present],
+            out = self.model(rows.x[:, plan.columns], positions=positions, attention=self.attention, cache=cache,
+                             write_cache=plan.write, token_mask=valid, logits_at=slot[present],
                              ntk_factor=self.ntk_factor)
         if plan.trim_after is not None:
             cache.trim(plan.trim_after)
@@ -522,11 +535,9 @@ class _Loop:
         edits = result.editing_transfer_index & allowed & ~masks_before[:, offsets]
         rows.x[:, block.start + offsets] = torch.where(commits | edits, result.sampled_tokens, current)
         masks_after = rows.block_masks(mask_id).any(-1)
-        if bool((has_masks & rows.active & ~commits.any(-1)).any()) and step > 4 * max(rows.span, s.steps):
-            raise BlockgenError(f"{type(self.scheduler).__name__} committed nothing in block {block.index} after "
-                                f"{step} steps")
+        stalled = (has_masks & rows.active & ~commits.any(-1)).any()
         rows.passes_with_masks = rows.passes_with_masks + has_masks.long()
-        ticked = int(bool((has_masks & rows.active).any()))
+        ticked = (has_masks & rows.active).any()
         # Go on while masks remain; with editing, also for passes that still change tokens (the first pass after
         # the last commit runs regardless, unless the step budget is spent), as LLaDA2.1's loop does.
         rows.active = rows.active & (
@@ -534,7 +545,13 @@ class _Loop:
             | (self.editing & has_masks & (rows.passes_with_masks < s.steps))
             | (self.editing & ~has_masks & edits.any(-1) & (rows.passes_after_masks <= MAX_EDIT_PASSES))
         )
-        return StepEvent(block.index, step, len(plan.columns), int(commits.sum()), int(edits.sum())), ticked
+        # everything the host needs from this step, read in one go
+        committed, edited, stalled, ticked, rows.any_active = torch.stack(
+            (commits.sum(), edits.sum(), stalled.long(), ticked.long(), rows.active.any().long())).tolist()
+        if stalled and step > 4 * max(rows.span, s.steps):
+            raise BlockgenError(f"{type(self.scheduler).__name__} committed nothing in block {block.index} after "
+                                f"{step} steps")
+        return StepEvent(block.index, step, len(plan.columns), committed, edited), ticked
 
     def _gather(self, logits_by_column: dict[int, torch.Tensor], columns: torch.Tensor) -> torch.Tensor:
         """(B, len(columns), V): the logits of each column; the column before the block from an earlier pass when
@@ -549,26 +566,41 @@ class _Loop:
 
     # ---- phase 3: settling
     def _settle(self, event: StepEvent) -> list[tuple[int, str, list[int]]]:
-        """Record each row's stable prefix on the event; return the rows that finished: (index, reason, tokens)."""
+        """Record each row's stable prefix on the event; return the rows that finished: (index, reason, tokens).
+
+        Stable: committed and contiguous from the start of the row's answer (while editing may still touch this
+        block, only what comes before it), up to its first stop token. Decided for all rows at once on the device;
+        the host reads two numbers per row and the newly settled tokens."""
         rows, finished = self.rows, []
+        device = rows.x.device
+        start = torch.tensor(rows.gen_start, device=device)
+        end = torch.tensor(rows.gen_end, device=device)
+        cols = torch.arange(rows.width, device=device)[None]
+        inside = (cols >= start[:, None]) & (cols < end[:, None])
+        limit = torch.where(inside & (rows.x == self.mask_id), cols, end[:, None]).amin(-1)  # first mask, else end
+        if self.editing:
+            limit = torch.where(rows.active, torch.minimum(limit, start.clamp(min=rows.block.start)), limit)
+        stops = inside & (cols < limit[:, None]) & torch.isin(rows.x, self.stop_ids)
+        cut = torch.where(stops, cols, end[:, None]).amin(-1)  # first stop token, else end
+        limits, cuts = torch.stack((limit, cut)).tolist()
+        upto = [min(a, b) for a, b in zip(limits, cuts)]
+        grown = [i for i in range(len(rows.ids)) if upto[i] - rows.gen_start[i] > len(rows.stable[i])]
+        slab, lo = [], 0
+        if grown:  # the newly settled tokens of every row, read in one go
+            lo = min(rows.gen_start[i] + len(rows.stable[i]) for i in grown)
+            slab = rows.x[:, lo : max(upto[i] for i in grown)].tolist()
         for i in range(len(rows.ids)):
-            generated = rows.generated(i)
-            is_mask = generated == self.mask_id
-            # stable: committed and contiguous from the start; while editing may still touch this block, only
-            # what comes before it
-            limit = int(is_mask.nonzero()[0, 0]) if bool(is_mask.any()) else len(generated)
-            if self.editing and bool(rows.active[i]):
-                limit = min(limit, max(0, rows.block.start - rows.gen_start[i]))
-            stops = torch.isin(generated[:limit], self.stop_ids).nonzero()
-            cut = int(stops[0, 0]) if len(stops) else None
-            tokens = generated[: limit if cut is None else cut].tolist()
-            if cut is None and self.stop_check is not None and len(tokens) > rows.stable_len[i]:
-                cut = self.stop_check(rows.ids[i], tokens)
-                tokens = tokens if cut is None else tokens[:cut]
-            if len(tokens) > rows.stable_len[i] or cut is not None:
-                rows.stable_len[i] = len(tokens)
+            tokens, stop = rows.stable[i], cuts[i] < limits[i]
+            if i in grown:
+                tokens = tokens + slab[i][rows.gen_start[i] + len(tokens) - lo : upto[i] - lo]
+            cut_at = len(tokens) if stop else None
+            if not stop and self.stop_check is not None and len(tokens) > len(rows.stable[i]):
+                cut_at = self.stop_check(rows.ids[i], tokens)
+                tokens = tokens if cut_at is None else tokens[:cut_at]
+            if len(tokens) > len(rows.stable[i]) or cut_at is not None:
+                rows.stable[i] = tokens
                 event.stable[rows.ids[i]] = tokens
-            if cut is not None:
+            if cut_at is not None:
                 finished.append((i, "stop", tokens))
         return finished
 

@@ -67,12 +67,15 @@ def confidence_of(
     """Confidence (...,) of the candidate tokens: its probability, the top-2 margin, negative entropy, or random."""
     if kind == "random":
         return torch.rand(tokens.shape, device=tokens.device, generator=generator)
-    probs = logits.float().softmax(-1)
-    if kind == "probability":
-        return probs.gather(-1, tokens[..., None])[..., 0]
-    if kind == "margin":
-        top2 = probs.topk(2, dim=-1).values
-        return top2[..., 0] - top2[..., 1]
-    if kind == "entropy":
+    if kind not in CONFIDENCES:
+        raise InvalidArgumentError("confidence", kind, f"must be one of {CONFIDENCES}")
+    logits = logits.float()
+    if kind == "entropy":  # the one measure that needs the whole distribution
+        probs = logits.softmax(-1)
         return (probs * torch.log(probs.clamp_min(1e-12))).sum(-1)
-    raise InvalidArgumentError("confidence", kind, f"must be one of {CONFIDENCES}")
+    # probabilities of single tokens from their logits and the row's log-normalizer: no softmax over the vocabulary
+    normalizer = torch.logsumexp(logits, -1, keepdim=True)
+    if kind == "probability":
+        return (logits.gather(-1, tokens[..., None]) - normalizer)[..., 0].exp()
+    top2 = (logits.topk(2, dim=-1).values - normalizer).exp()
+    return top2[..., 0] - top2[..., 1]

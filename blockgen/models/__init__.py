@@ -1,6 +1,6 @@
 """The network: one decoder for the LLaMA / Qwen2 / Qwen3 / LLaDA family, its cache, RoPE and family records."""
 
-from blockgen.models.attention import Attention, AttentionKind, build_mask
+from blockgen.models.attention import Attention, AttentionKind, build_mask, structural_mask
 from blockgen.models.cache import KVCache
 from blockgen.models.config import ModelConfig, config_from_dict
 from blockgen.models.decoder import Decoder
@@ -19,4 +19,5 @@ __all__ = [
     "critical_dimension",
     "family_from_config",
     "ntk_factor_for",
+    "structural_mask",
 ]

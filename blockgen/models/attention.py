@@ -44,6 +44,23 @@ class Attention:
         return cls(AttentionKind.BIDIRECTIONAL)
 
 
+CAUSAL = "causal"  # the mask argument meaning "causal from the first key" (SDPA's is_causal, no mask tensor)
+
+
+def structural_mask(attention: Attention, start: int, length: int) -> str | None:
+    """The mask a pass needs when its `length` new tokens sit at positions start, start + 1, ... after `start` cached
+    keys at positions 0 .. start - 1, none of them padding: None when every query sees every key (one new token under
+    causal attention, new tokens within one block under block-causal, bidirectional), CAUSAL for causal attention
+    without cached keys, "dense" otherwise (build it with `build_mask`). What SDPA is given decides its kernel: with no
+    mask tensor it can run flash attention."""
+    if attention.kind is AttentionKind.BIDIRECTIONAL or length == 1 and attention.kind is AttentionKind.CAUSAL:
+        return None
+    if attention.kind is AttentionKind.CAUSAL:
+        return CAUSAL if start == 0 else "dense"
+    size = attention.block_size
+    return None if start // size == (start + length - 1) // size else "dense"
+
+
 def build_mask(
     attention: Attention,
     query_positions: torch.Tensor,

@@ -43,6 +43,11 @@ class KVCache:
         )
 
     @property
+    def padded(self) -> bool:
+        """Whether some cached slot may be padding (no query may attend to it)."""
+        return self._padded_upto > 0
+
+    @property
     def batch_size(self) -> int:
         return self.keys.shape[1]
 
