@@ -46,7 +46,8 @@ META_PATTERNS = (
     r"(?:described|mentioned|discussed|explained|outlined|presented)(?: \w+){0,3} in (?:the|this) (?:report|story|"
     r"essay|article|text|section)\b",
     r"(?:end|start|beginning|rest|outline) of (?:the|this) (?:report|story|essay|article)\b",
-    r"(?:finish|end|start|begin|continue) (?:the|this|my) (?:report|story|essay|article)\b",
+    r"(?:finish|end|start|begin|continue)(?:s|ed|ing)? (?:the|this|my|her|his) (?:report|story|essay|article)\b",
+    r"(?:your|my) (?:previous|last|earlier) (?:work|answer|response|message|post)\b",
     r"the (?:report|article|essay|study) (?:also )?(?:notes|says|states|mentions|explains|shows that)",
     r"(?:has|have|had) (?:written|wrote) (?:a|an|the|this|his|her|their|my) (?:\w+ )?(?:report|essay|article)\b",
     # offers to a reader and speeches to an audience ("If you would like, I can explain...", "Ladies and gentlemen")

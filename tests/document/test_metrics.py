@@ -112,7 +112,8 @@ def test_text_that_describes_itself_is_meta():
             "The reason for this 200 words is to describe the science behind tides.",
             "In that short essay, there's a fascinating way to explain it.", "First, let's start with the invention.",
             "The story left the reader with a haunting image.", "As the story unfolded, the battle raged on.",
-            "The final paragraph will have the effects of this."]
+            "The final paragraph will have the effects of this.", "She ended the report with a great summary.",
+            "It is indeed one that has been said about in your previous work."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
