@@ -48,6 +48,8 @@ META_PATTERNS = (
     r"(?:end|start|beginning|rest|outline) of (?:the|this) (?:report|story|essay|article)\b",
     r"(?:finish|end|start|begin|continue)(?:s|ed|ing)? (?:the|this|my|her|his) (?:report|story|essay|article)\b",
     r"(?:your|my) (?:previous|last|earlier) (?:work|answer|response|message|post)\b",
+    r"we(?: will|'ll| are going to| shall) (?:be )?(?:discuss|talk|look|explor|cover|learn|examin)\w*",
+    r"this topic (?:requires|is|will|can)\b",
     r"the (?:report|article|essay|study) (?:also )?(?:notes|says|states|mentions|explains|shows that)",
     r"(?:has|have|had) (?:written|wrote) (?:a|an|the|this|his|her|their|my) (?:\w+ )?(?:report|essay|article)\b",
     # offers to a reader and speeches to an audience ("If you would like, I can explain...", "Ladies and gentlemen")

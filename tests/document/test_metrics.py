@@ -113,13 +113,15 @@ def test_text_that_describes_itself_is_meta():
             "In that short essay, there's a fascinating way to explain it.", "First, let's start with the invention.",
             "The story left the reader with a haunting image.", "As the story unfolded, the battle raged on.",
             "The final paragraph will have the effects of this.", "She ended the report with a great summary.",
-            "It is indeed one that has been said about in your previous work."]
+            "It is indeed one that has been said about in your previous work.", "We will be discussing them in depth.",
+            "We are going to talk about the high tides.", "This topic requires a detailed exploration of the tides."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
              "The report of the cannon echoed over the bay.", "She wrote a report on the harbour every spring.",
              "The reef was described in detail by early divers.", "She read the essays of Montaigne by the fire.",
-             "The story of the flood was told in every village.", "Let the tide come in."]
+             "The story of the flood was told in every village.", "Let the tide come in.",
+             "We are learning to read the tides.", "We will sail at dawn."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
