@@ -315,14 +315,25 @@ def _past_trained(model: Decoder, family: Family, s: DecodeSettings, positions: 
 
 @dataclass(frozen=True)
 class _Pass:
-    """Phase 1 of a pass: the columns the model runs, whether their keys/values are written to the cache, and the
-    cache lengths to trim to before and after it."""
+    """Phase 1 of a pass: the columns the model runs (in order, known on the host: a range, or a list when they are
+    not one ascending run), whether their keys/values are written to the cache, and the cache lengths to trim to
+    before and after it."""
 
-    columns: torch.Tensor
+    order: range | list[int]
     write: bool
     trim_before: int | None = None
     trim_after: int | None = None
-    start: int | None = None  # the first column when the columns are one ascending run (else None)
+
+    @property
+    def start(self) -> int | None:
+        """The first column when the columns are one ascending run (else None)."""
+        return self.order.start if isinstance(self.order, range) else None
+
+    def index(self, column: int) -> int | None:
+        """Where `column` sits in the pass (None when the pass does not run it)."""
+        if isinstance(self.order, range):
+            return column - self.order.start if column in self.order else None
+        return self.order.index(column) if column in self.order else None
 
 
 class _Loop:
@@ -444,22 +455,19 @@ class _Loop:
     def _plan_pass(self, step: int) -> _Pass:
         block, width, mode = self.rows.block, self.rows.width, self.cache_mode
         lo, hi = self._span()
-        device = self.device
         if mode == "exact":
             end = hi if self.runs_block else block.start
-            return _Pass(torch.arange(self.cached_upto, end, device=device), True,
-                         trim_after=lo if self.runs_block else None, start=self.cached_upto)
+            return _Pass(range(self.cached_upto, end), True, trim_after=lo if self.runs_block else None)
         if mode == "none":
             bidirectional = self.attention.kind is AttentionKind.BIDIRECTIONAL
             end = width if bidirectional else (hi if self.runs_block else block.start)
-            return _Pass(torch.arange(0, end, device=device), False, start=0)
+            return _Pass(range(0, end), False)
         if step == 0:  # prefix / dual: refresh the cache with a full pass at the block start
-            columns = torch.arange(width, device=device)
-            if mode == "dual":  # order: prefix, suffix, block; bidirectional attention ignores order
-                columns = torch.cat((columns[:lo], columns[hi:], columns[lo:hi]))
-            return _Pass(columns, True, trim_before=0, trim_after=lo if mode == "prefix" else width - (hi - lo),
-                         start=0 if mode == "prefix" or hi == width else None)
-        return _Pass(torch.arange(lo, width if mode == "prefix" else hi, device=device), False, start=lo)
+            # dual's order: prefix, suffix, block (bidirectional attention ignores order)
+            order = range(width) if mode == "prefix" or hi == width else [*range(lo), *range(hi, width),
+                                                                           *range(lo, hi)]
+            return _Pass(order, True, trim_before=0, trim_after=lo if mode == "prefix" else width - (hi - lo))
+        return _Pass(range(lo, width if mode == "prefix" else hi), False)
 
     def _layout(self, plan: _Pass, cached: int) -> bool:
         """Whether the planned columns are laid out as the model assumes when given no positions and no token mask:
@@ -467,43 +475,49 @@ class _Loop:
         at all, and SDPA may pick its fastest kernel)."""
         rows = self.rows
         return (plan.start == cached and not any(rows.first_col)
-                and min(rows.gen_end) >= plan.start + len(plan.columns))
+                and min(rows.gen_end) >= plan.start + len(plan.order))
 
-    def _forward(self, plan: _Pass, wanted: torch.Tensor) -> dict[int, torch.Tensor]:
+    def _columns(self, plan: _Pass):
+        """The planned columns as an index of the rows' tensors: a slice for one ascending run (a view), else a
+        tensor."""
+        if plan.start is not None:
+            return slice(plan.start, plan.start + len(plan.order))
+        return torch.tensor(plan.order, device=self.device)
+
+    def _forward(self, plan: _Pass, wanted: list[int]) -> dict[int, torch.Tensor]:
         """Run the planned columns; the logits (B, V) of each wanted column among them, by column."""
         rows, cache = self.rows, self.cache
         if plan.trim_before is not None:
             cache.trim(plan.trim_before)
-        slot = torch.full((rows.width + 1,), -1, dtype=torch.long, device=self.device)
-        slot[plan.columns] = torch.arange(len(plan.columns), device=self.device)
-        present = wanted[slot[wanted] >= 0]
+        present = [c for c in wanted if plan.index(c) is not None]
+        logits_at = torch.tensor([plan.index(c) for c in present], dtype=torch.long, device=self.device)
+        columns = self._columns(plan)
         plain = self._layout(plan, cache.length if cache is not None else 0)
-        positions, valid = (None, None) if plain else (rows.positions[:, plan.columns], rows.valid[:, plan.columns])
-        if self._one_prompt(plan):  # e.g. a writer's candidates: the shared prompt runs once
+        positions, valid = (None, None) if plain else (rows.positions[:, columns], rows.valid[:, columns])
+        if self._one_prompt(columns):  # e.g. a writer's candidates: the shared prompt runs once
             single = KVCache.for_model(self.model, 1, cache.capacity)
-            out = self.model(rows.x[:1, plan.columns], positions=None if plain else positions[:1],
+            out = self.model(rows.x[:1, columns], positions=None if plain else positions[:1],
                              attention=self.attention, cache=single, write_cache=True,
-                             token_mask=None if plain else valid[:1], logits_at=slot[present],
+                             token_mask=None if plain else valid[:1], logits_at=logits_at,
                              ntk_factor=self.ntk_factor)
             cache.fill_from(single)
             out = out.expand(len(rows.ids), *out.shape[1:]).contiguous()
         else:
-            out = self.model(rows.x[:, plan.columns], positions=positions, attention=self.attention, cache=cache,
-                             write_cache=plan.write, token_mask=valid, logits_at=slot[present],
+            out = self.model(rows.x[:, columns], positions=positions, attention=self.attention, cache=cache,
+                             write_cache=plan.write, token_mask=valid, logits_at=logits_at,
                              ntk_factor=self.ntk_factor)
         if plan.trim_after is not None:
             cache.trim(plan.trim_after)
         if self.cache_mode == "exact":
             self.cached_upto = self._span()[0]
-        return dict(zip(present.tolist(), out.unbind(1)))
+        return dict(zip(present, out.unbind(1)))
 
-    def _one_prompt(self, plan: _Pass) -> bool:
+    def _one_prompt(self, columns) -> bool:
         """Whether this is the exact cache's first pass over rows that are one and the same (tokens, positions and
         padding alike), so one row's pass stands for all."""
         rows = self.rows
-        if self.cache_mode != "exact" or self.cache.length or not plan.write or len(rows.ids) < 2:
+        if self.cache_mode != "exact" or self.cache.length or len(rows.ids) < 2:
             return False
-        columns = plan.columns
         return all(bool((t[:, columns] == t[:1, columns]).all()) for t in (rows.x, rows.positions, rows.valid))
 
     # ---- phase 2: one block step
@@ -514,9 +528,10 @@ class _Loop:
         # the block positions the scheduler decides on: all with editing, else those still masked in some row
         candidates = rows.in_block if self.editing else masks_before
         offsets = (candidates & rows.active[:, None]).any(0).nonzero().flatten()
-        predicted_at = block.start + offsets - self.shift  # token i is predicted at column i - 1 when shifted
+        # token i is predicted at column i - 1 when shifted; the columns are read on the host once
+        predicted_at = [block.start + o - self.shift for o in offsets.tolist()]
         plan = self._plan_pass(step)
-        logits_by_column = self._forward(plan, predicted_at[predicted_at >= 0])
+        logits_by_column = self._forward(plan, [c for c in predicted_at if c >= 0])
         if self.shift and block.start - 1 in logits_by_column:  # later passes that skip it (it is cached) reuse it
             rows.logits_before_block = logits_by_column[block.start - 1]
         logits = self._gather(logits_by_column, predicted_at)
@@ -551,13 +566,13 @@ class _Loop:
         if stalled and step > 4 * max(rows.span, s.steps):
             raise BlockgenError(f"{type(self.scheduler).__name__} committed nothing in block {block.index} after "
                                 f"{step} steps")
-        return StepEvent(block.index, step, len(plan.columns), committed, edited), ticked
+        return StepEvent(block.index, step, len(plan.order), committed, edited), ticked
 
-    def _gather(self, logits_by_column: dict[int, torch.Tensor], columns: torch.Tensor) -> torch.Tensor:
+    def _gather(self, logits_by_column: dict[int, torch.Tensor], columns: list[int]) -> torch.Tensor:
         """(B, len(columns), V): the logits of each column; the column before the block from an earlier pass when
         this one did not run it; zeros for a column no pass ran (only a frozen first column can lack them)."""
         rows = self.rows
-        picked = [logits_by_column.get(c, rows.logits_before_block) for c in columns.tolist()]
+        picked = [logits_by_column.get(c, rows.logits_before_block) for c in columns]
         if any(p is None for p in picked):
             zeros = torch.zeros(len(rows.ids), self.model.config.vocab_size, device=self.device,
                                 dtype=self.model.dtype)
