@@ -85,6 +85,8 @@ class WriterConfig(Options):
     novelty_weight: float = Field(0.5, ge=0.0, description="steering weight against similarity to earlier paragraphs")
     fluency_weight: float = Field(0.3, ge=0.0, description="steering weight against the log of the model's own "
                                   "perplexity of a candidate")
+    plan_weight: float = Field(1.0, ge=0.0, description="steering bonus for a candidate that leaves its section "
+                               "nearer its own outline node than any other (on plan)")
     meta_weight: float = Field(1.0, ge=0.0, description="steering penalty per meta or assistant phrase")
     repeat_weight: float = Field(2.0, ge=0.0, description="steering penalty for the share of a candidate's "
                                  "content-word pairs it says again (loops the fluency judge scores as fluent)")
@@ -453,7 +455,8 @@ class Writer:
     def _steer(self, texts: list[str], raw: list[str], i: int, latent: torch.Tensor, memory: ParagraphMemory,
                asked: int, section_so_far: str = "", kind: str = "report") -> tuple[int | None, bool]:
         """Index of the best candidate (cleaned texts; raw: as the model wrote them): on the document's subject (its
-        title node), nearest its own outline node rather than the other sections' nodes, least like earlier
+        title node), nearest its own outline node rather than the other sections' nodes (with a bonus, plan_weight,
+        when the section it leaves is nearer its own node than any other: on plan), least like earlier
         paragraphs, most fluent by the model's own judgment, with the fewest meta or assistant phrases before cleanup,
         in a report the fewest sentences in a narrator's first person, least looping on its own phrases, and close
         to the `asked` length; None when no candidate has words. Also whether the one chosen is on plan:
@@ -472,8 +475,9 @@ class Writer:
         if len(usable) == 1:
             return usable[0], bool(on_plan[0])
         score = similarity[:, i] + vectors @ torch.nn.functional.normalize(latent[0].float(), dim=-1)  # + on subject
-        if len(nodes) > 1:  # plus what makes it this section rather than the topic as a whole
+        if len(nodes) > 1:  # plus what makes it this section rather than the topic as a whole, and being on plan
             score = score + similarity[:, i] - torch.cat([similarity[:, :i], similarity[:, i + 1 :]], 1).max(-1).values
+            score = score + cfg.plan_weight * on_plan.float()
         if len(memory):
             score = score - cfg.novelty_weight * (vectors @ memory.vectors().T).max(-1).values
         if cfg.fluency_weight:

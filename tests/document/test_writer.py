@@ -204,6 +204,32 @@ def test_report_steering_passes_over_a_narrators_first_person(tiny):
     assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 1
 
 
+def test_steering_prefers_a_candidate_that_keeps_its_section_on_plan(tiny):
+    """A full-length candidate mostly about another section's matter loses to a short one on its own section's
+    matter once being on plan counts (plan_weight), and the choice is reported as on plan."""
+    import torch
+
+    from blockgen.document.writer import Writer, WriterConfig
+    from blockgen.memory import ParagraphMemory
+    from blockgen.planners import template_outline
+    from planners.latent import with_latent
+
+    outline = with_latent(template_outline("how tides work", 600, "report"))
+    latent = torch.tensor(outline.latent)
+    history = "Greek sailors first studied the tides in the fourth century BC."  # short of the 60 words asked
+    mechanism = ("In the past, people noticed the tides. The moon pulls the sea twice a day, and high tide comes about "
+                 "an hour later each day as the moon rises later; the sun adds a smaller pull of its own and the water "
+                 "bulges on both sides of the Earth as it turns.")
+    texts = [mechanism, history]
+
+    def choose(weight):
+        writer = Writer(tiny, WriterConfig.build(plan_weight=weight, fluency_weight=0.0, novelty_weight=0.0))
+        return writer._steer(texts, texts, 1, latent, ParagraphMemory(), 60, "", "report")
+
+    assert choose(0.0) == (0, False)  # the full-length candidate, off plan (nearer another node than Background's)
+    assert choose(1.0) == (1, True)
+
+
 def test_a_flawed_best_candidate_is_worth_another_draw():
     from blockgen.document.writer import flawed
 
