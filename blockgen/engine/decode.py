@@ -240,7 +240,7 @@ class _Rows:
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in keep])
         if cache is not None:
-            cache.select_rows(index)
+            cache.select_rows(keep)
         return True
 
 

@@ -102,10 +102,21 @@ class KVCache:
         self.valid[:, :n] = other.valid[:, :n]
         self.length, self._padded_upto = n, other._padded_upto
 
-    def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only these batch rows (finished sequences leave the batch)."""
-        self.keys, self.values = self.keys[:, rows], self.values[:, rows]
-        self.positions, self.valid = self.positions[rows], self.valid[rows]
+    def select_rows(self, rows: list[int]) -> None:
+        """Keep only these batch rows, in this (ascending) order: finished sequences leave the batch. Compacted in
+        place: rows before the first one that leaves stay where they are, the later ones move down, and the buffers
+        become views of their first rows (no new allocation, no copy of the rows that stay put)."""
+        if list(rows) != sorted(set(rows)) or (rows and not 0 <= rows[0] <= rows[-1] < self.batch_size):
+            raise InvalidArgumentError("rows", rows, f"must be ascending row indices below {self.batch_size}")
+        n = len(rows)
+        first = next((j for j, row in enumerate(rows) if row != j), n)
+        if first < n:
+            moved = torch.tensor(rows[first:], device=self.keys.device)
+            for name, axis in (("keys", 1), ("values", 1), ("positions", 0), ("valid", 0)):
+                t = getattr(self, name)
+                t.narrow(axis, first, n - first).copy_(t.index_select(axis, moved))
+        self.keys, self.values = self.keys[:, :n], self.values[:, :n]
+        self.positions, self.valid = self.positions[:n], self.valid[:n]
 
     def add_rows(self, other: "KVCache") -> None:
         """Append the rows of `other` (same slots filled, same capacity): sequences join the batch."""

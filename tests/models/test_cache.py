@@ -139,3 +139,24 @@ def test_reframed_and_joined_rows_attend_as_before(lm):
         cache.add_rows(KVCache.for_model(lm.model, batch_size=1, capacity=12))
     with pytest.raises(InvalidArgumentError, match="left"):
         cache.reframe(-cache.length - 1, capacity=12)
+
+
+def test_select_rows_compacts_in_place(lm):
+    """Rows leaving the batch: the kept rows' keys, values, positions and validity are those they had, the buffers
+    are views of the same storage (no new allocation), and bad row lists are refused by name."""
+    ids = _ids(5, batch=4)
+    cache = KVCache.for_model(lm.model, batch_size=4, capacity=8)
+    lm.model(ids, attention=Attention.causal(), cache=cache)
+    before = [t.clone() for t in (cache.keys, cache.values, cache.positions, cache.valid)]
+    storage = cache.keys.untyped_storage().data_ptr()
+    cache.select_rows([0, 2, 3])
+    assert cache.batch_size == 3 and cache.keys.untyped_storage().data_ptr() == storage
+    for now, then, axis in zip((cache.keys, cache.values, cache.positions, cache.valid), before, (1, 1, 0, 0)):
+        assert torch.equal(now, then.index_select(axis, torch.tensor([0, 2, 3])))
+    step = lm.model(ids[[0, 2, 3], :1], attention=Attention.causal(), cache=cache)  # decoding goes on
+    alone = lm.model(torch.cat((ids[[0, 2, 3]], ids[[0, 2, 3], :1]), 1), attention=Attention.causal())[:, -1:]
+    torch.testing.assert_close(step, alone, atol=1e-5, rtol=1e-5)
+    for bad in ([2, 0], [0, 0], [0, 7]):
+        with pytest.raises(InvalidArgumentError) as info:
+            cache.select_rows(bad)
+        assert info.value.parameter == "rows"
