@@ -117,9 +117,10 @@ def safe_length(text: str, stops: tuple[str, ...]) -> int:
     return end
 
 
-class _RowText:
-    """Incremental decoding of one row. Text is emitted once final: never a partial UTF-8 character, never the
-    beginning of what may turn out to be a stop string; tokens are emitted with the text they spell."""
+class RowText:
+    """Incremental decoding of one row (for `stream` and the server's batcher). Text is emitted once final: never a
+    partial UTF-8 character, never the beginning of what may turn out to be a stop string; tokens are emitted with
+    the text they spell."""
 
     def __init__(self, tokenizer, stops: tuple[str, ...]):
         self.stops = stops
@@ -128,11 +129,13 @@ class _RowText:
         self.emitted_text, self.emitted_tokens = "", 0
 
     def stop_at(self, tokens: list[int]) -> int | None:
+        """The number of tokens before the first stop string, or None when the text holds none."""
         self.decoded.update(tokens)
         cut, self.searched = self.decoded.stop_cut(self.stops, self.searched)
         return cut
 
     def advance(self, tokens: list[int], final: bool) -> tuple[str, list[int]]:
+        """The text and tokens not emitted yet that may be emitted now (all of it, up to a stop string, when final)."""
         text = self.decoded.update(tokens)
         if final:
             for stop in self.stops:
@@ -164,7 +167,7 @@ def stream(
     finish_reason is "stop" (EOS or a stop string) or "length" (max_new_tokens)."""
     scheduler = scheduler if scheduler is not None else config.make_scheduler()
     settings = config.decode_settings(family, model.device, stop_token_ids)
-    rows = [_RowText(tokenizer, config.stop) for _ in prompts]
+    rows = [RowText(tokenizer, config.stop) for _ in prompts]
     stop_check = (lambda row, tokens: rows[row].stop_at(tokens)) if config.stop else None
     stats = [GenerationStats(prompt_tokens=len(p)) for p in prompts]
     start = time.perf_counter()

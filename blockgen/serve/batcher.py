@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from blockgen.engine import FinishEvent, GenerationConfig, StepEvent, decode, resolve_cache
 from blockgen.engine.decode import attention_block
-from blockgen.engine.generation import IncrementalText, safe_length
+from blockgen.engine.generation import RowText
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import AttentionKind
 
@@ -73,37 +73,6 @@ class Row:
 
     def cancel(self) -> None:
         self.cancelled.set()
-
-
-class RowText:
-    """Incremental text of one row, released once final: never half a UTF-8 character, never the start of what may
-    still become a stop string; the final text ends before the first stop string."""
-
-    def __init__(self, tokenizer, stops: tuple[str, ...]):
-        self.stops = stops
-        self.decoded = IncrementalText(tokenizer)
-        self.searched = 0
-        self.sent = ""
-
-    def stop_cut(self, tokens: list[int]) -> int | None:
-        """The number of tokens before the first stop string, or None when the text holds none."""
-        self.decoded.update(tokens)
-        cut, self.searched = self.decoded.stop_cut(self.stops, self.searched)
-        return cut
-
-    def advance(self, tokens: list[int], final: bool) -> str:
-        """The text not sent yet that may be sent now."""
-        text = self.decoded.update(tokens)
-        if final:
-            for stop in self.stops:
-                text = text.split(stop, 1)[0]
-            end = len(text)
-        else:
-            end = safe_length(text, self.stops)
-        if end <= len(self.sent) or not text.startswith(self.sent):
-            return ""
-        delta, self.sent = text[len(self.sent) : end], text[:end]
-        return delta
 
 
 @dataclass
@@ -288,7 +257,7 @@ class Batcher:
             row = rows[i]
             if row.cancelled.is_set():
                 return len(tokens)
-            cut = texts[i].stop_cut(tokens)
+            cut = texts[i].stop_at(tokens)
             if cut is not None:
                 row.reason = "stop"
                 return cut
@@ -334,7 +303,7 @@ class Batcher:
                 for i, tokens in event.stable.items():
                     if rows[i].cancelled.is_set():
                         continue
-                    text = texts[i].advance(tokens, final=False)
+                    text, _ = texts[i].advance(tokens, final=False)
                     if text:
                         rows[i].emit(Update(text, len(tokens)))
             elif isinstance(event, FinishEvent):
@@ -342,5 +311,5 @@ class Batcher:
                 if row.cancelled.is_set():
                     self.stats.cancelled += 1
                     continue
-                text = texts[event.row].advance(event.tokens, final=True)
+                text, _ = texts[event.row].advance(event.tokens, final=True)
                 row.emit(Update(text, len(event.tokens), row.reason or event.reason))

@@ -7,7 +7,7 @@ import random
 import pytest
 from helpers import make_tokenizer
 
-from blockgen.engine.generation import IncrementalText, _RowText
+from blockgen.engine.generation import IncrementalText, RowText
 
 TEXT = ("The tide turns at noon. Ébb und Flut — 潮の満ち引き 🌊🌕, naïve café; "
         "\u00a0spaces  and\ttabs\n\nnew paragraphs. ") * 3
@@ -41,11 +41,22 @@ def test_incremental_text_equals_a_full_decode_at_every_length(which, request):
 def test_stop_search_costs_linear_decoding():
     tokenizer = Counting(make_tokenizer())
     ids = make_tokenizer()(TEXT * 4, add_special_tokens=False)["input_ids"]
-    row = _RowText(tokenizer, ("never written",))
+    row = RowText(tokenizer, ("never written",))
     for n in range(1, len(ids) + 1):
         assert row.stop_at(ids[:n]) is None
         row.advance(ids[:n], final=False)
     assert tokenizer.decoded < 2 * (IncrementalText.CONTEXT + 1) * len(ids)  # ~14 per token, whatever the length
-    found = _RowText(make_tokenizer(), ("naïve",))
+    found = RowText(make_tokenizer(), ("naïve",))
     cut = next(c for c in (found.stop_at(ids[:n]) for n in range(1, len(ids) + 1)) if c is not None)
     assert make_tokenizer().decode(ids[:cut]).endswith("潮の満ち引き 🌊🌕, ")
+
+
+def test_row_text_holds_back_what_may_become_a_stop_string(tokenizer):
+    """What a stream (and the server) sends while "ti" may still start the stop string "tide turns": the text before
+    it, ending at a token's end; once final, nothing of the stop string."""
+    ids = tokenizer("the tide turns", add_special_tokens=False)["input_ids"]
+    text = RowText(tokenizer, ("tide turns",))
+    n = len(tokenizer("the ti", add_special_tokens=False)["input_ids"])
+    shown, tokens = text.advance(ids[:n], final=False)
+    assert shown in ("the", "the ") and "ti" not in shown and tokenizer.decode(tokens) == shown
+    assert text.stop_at(ids) is not None and text.advance(ids, final=True)[0].strip() == ""

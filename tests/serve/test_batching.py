@@ -8,7 +8,6 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from blockgen.serve.batcher import RowText
 
 CLIENTS = 32
 
@@ -149,9 +148,3 @@ def test_a_client_that_goes_away_frees_its_row(ar_lm, serve):
     assert health["status"] == "ok" and health["waiting_rows"] == 0 and health["cancelled_rows"] == 2
 
 
-def test_row_text_holds_back_what_may_become_a_stop_string(tokenizer):
-    ids = tokenizer("the tide turns", add_special_tokens=False)["input_ids"]
-    text = RowText(tokenizer, ("tide turns",))
-    n = len(tokenizer("the ti", add_special_tokens=False)["input_ids"])
-    assert text.advance(ids[:n], final=False) == "the "  # "ti" may be the start of the stop string
-    assert text.stop_cut(ids) is not None and text.advance(ids, final=True) == ""
