@@ -136,10 +136,14 @@ def _junk(sentence: str) -> bool:
     return any(pairs.count(pair) >= 3 for pair in set(pairs))
 
 
+def content_words(text: str) -> list[str]:
+    """A text's words without function words and numbers, normalized."""
+    return [w for w in norm(text).split() if w not in _FUNCTION and not w.isdigit()]
+
+
 def content_pairs(text: str) -> list[tuple[str, str]]:
-    """Consecutive content words of a text (function words and numbers dropped), as pairs: the phrases a small
-    model's loops repeat."""
-    words = [w for w in norm(text).split() if w not in _FUNCTION and not w.isdigit()]
+    """Consecutive content words of a text, as pairs: the phrases a small model's loops repeat."""
+    words = content_words(text)
     return list(zip(words, words[1:]))
 
 

@@ -128,6 +128,22 @@ def self_repetition(text: str) -> float:
     return 1.0 - len(set(pairs)) / len(pairs) if pairs else 0.0
 
 
+def echo_share(text: str, longest: int = 5) -> float:
+    """The share of a text's sentences that only echo the one before: at most `longest` words, every content word
+    already said in it ("The moon, the tides, the sky. The sky, the skies. The stars, the stars. The stars."): a loop
+    of short sentences that repeats nouns rather than phrases (self_repetition's pairs miss it)."""
+    from blockgen.document.cleanup import content_words
+
+    sentences = sentences_of(text)
+    if len(sentences) < 2:
+        return 0.0
+    echoes = 0
+    for before, sentence in zip(sentences, sentences[1:]):
+        words = content_words(sentence)
+        echoes += len(words_of(sentence)) <= longest and bool(words) and set(words) <= set(content_words(before))
+    return echoes / len(sentences)
+
+
 def meta_per_1k_words(text: str) -> float:
     n = len(words_of(text))
     return 1000.0 * len(meta_phrases(text)) / n if n else 0.0

@@ -25,8 +25,8 @@ from pydantic import ConfigDict, Field, field_validator
 
 from blockgen.document.cleanup import Novelty, clean_paragraph
 from blockgen.document.context import Brief, ContextBudget, assemble, instruction, request_head
-from blockgen.document.metrics import (first_person_share, judge_perplexities, meta_phrases, self_repetition,
-                                       words_of)
+from blockgen.document.metrics import (echo_share, first_person_share, judge_perplexities, meta_phrases,
+                                       self_repetition, words_of)
 from blockgen.document.export import export_all
 from blockgen.document.state import Document, ImageRecord, Paragraph, Request, writable_directory
 from blockgen.engine.options import GenerationConfig
@@ -89,7 +89,8 @@ class WriterConfig(Options):
                                "nearer its own outline node than any other (on plan)")
     meta_weight: float = Field(1.0, ge=0.0, description="steering penalty per meta or assistant phrase")
     repeat_weight: float = Field(2.0, ge=0.0, description="steering penalty for the share of a candidate's "
-                                 "content-word pairs it says again (loops the fluency judge scores as fluent)")
+                                 "content-word pairs it says again and of its sentences that only echo the one "
+                                 "before (loops the fluency judge scores as fluent)")
     voice_weight: float = Field(1.0, ge=0.0, description="steering penalty, in a report, for the share of sentences "
                                 "in a narrator's first person ('As I stepped onto the beach...')")
     plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
@@ -486,7 +487,8 @@ class Writer:
         if cfg.meta_weight:
             score = score - cfg.meta_weight * torch.tensor([float(len(meta_phrases(raw[n]))) for n in usable])
         if cfg.repeat_weight:
-            score = score - cfg.repeat_weight * torch.tensor([self_repetition(texts[n]) for n in usable])
+            score = score - cfg.repeat_weight * torch.tensor([self_repetition(texts[n]) + echo_share(texts[n])
+                                                              for n in usable])
         if cfg.voice_weight and kind == "report":
             score = score - cfg.voice_weight * torch.tensor([first_person_share(texts[n]) for n in usable])
         # a candidate far shorter than asked is what is left of a bad draw after cleanup

@@ -144,3 +144,14 @@ def test_self_repetition_measures_a_candidates_loops():
              "pulled away from the water there. Most coasts see two high tides a day.")
     assert self_repetition(loop) > 0.1 > 0.0 == self_repetition(plain)
     assert self_repetition("") == 0.0
+
+
+def test_echo_share_measures_loops_of_short_sentences():
+    from blockgen.document.metrics import echo_share, self_repetition
+
+    loop = ("The moon made the world. The moon, the tides, the sky. The sky, the skies. The sky, the stars. The stars, "
+            "the stars. The stars. So many were lost.")
+    assert echo_share(loop) == 2 / 7 and self_repetition(loop) < 0.3  # the pairs measure misses it
+    assert echo_share("She looked up at the stars. The stars were bright. Night fell over the harbour.") == 0.0
+    assert echo_share("The Moon pulls the sea toward it. The far side bulges too. Most coasts see two tides.") == 0.0
+    assert echo_share("One sentence alone.") == 0.0
