@@ -50,6 +50,9 @@ META_PATTERNS = (
     r"(?:your|my) (?:previous|last|earlier) (?:work|answer|response|message|post)\b",
     r"we(?: will|'ll| are going to| shall) (?:be )?(?:discuss|talk|look|explor|cover|learn|examin)\w*",
     r"this topic (?:requires|is|will|can)\b",
+    r"(?:it'?s|it is|this is) (?:clear|easy|simple)(?: and \w+)? to (?:read|understand|follow)\b",
+    r"(?:a|the|this) series of (?:reports|articles|posts|essays)\b",
+    r"the (?:report|story|essay|article|text) continues\b", r"you will have to (?:look|read)\b",
     r"the (?:report|article|essay|study) (?:also )?(?:notes|says|states|mentions|explains|shows that)",
     r"(?:has|have|had) (?:written|wrote) (?:a|an|the|this|his|her|their|my) (?:\w+ )?(?:report|essay|article)\b",
     # offers to a reader and speeches to an audience ("If you would like, I can explain...", "Ladies and gentlemen")

@@ -114,14 +114,18 @@ def test_text_that_describes_itself_is_meta():
             "The story left the reader with a haunting image.", "As the story unfolded, the battle raged on.",
             "The final paragraph will have the effects of this.", "She ended the report with a great summary.",
             "It is indeed one that has been said about in your previous work.", "We will be discussing them in depth.",
-            "We are going to talk about the high tides.", "This topic requires a detailed exploration of the tides."]
+            "We are going to talk about the high tides.", "This topic requires a detailed exploration of the tides.",
+            "It's clear and easy to read.", "The first in a series of reports that aims to share the science.",
+            "The report continues with a section with a lot of details.",
+            "You will have to look at closely to find out how tides work."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
              "The report of the cannon echoed over the bay.", "She wrote a report on the harbour every spring.",
              "The reef was described in detail by early divers.", "She read the essays of Montaigne by the fire.",
              "The story of the flood was told in every village.", "Let the tide come in.",
-             "We are learning to read the tides.", "We will sail at dawn."]
+             "We are learning to read the tides.", "We will sail at dawn.",
+             "The chart is easy to read at night.", "The storm continues through the night."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
