@@ -40,6 +40,6 @@ def template_outline(topic: str, words: int, kind: str = "report", title: str | 
         plan = [plan[0], plan[2], plan[-1]] if words >= 150 else [plan[0]]
     budgets = allocate_words(words, [w for *_, w in plan], minimum=min(20, words // len(plan)))
     topic = topic.strip()
-    sections = [{"heading": h, "goal": g.format(topic=topic), "words": b} for (h, g, _), b in zip(plan, budgets)]
+    sections = [{"heading": h, "goal": g, "words": b} for (h, g, _), b in zip(plan, budgets)]
     return Outline(title=title or topic[:1].upper() + topic[1:], kind=kind, sections=sections,
                    source="template")

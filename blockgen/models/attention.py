@@ -45,20 +45,21 @@ class Attention:
 
 
 CAUSAL = "causal"  # the mask argument meaning "causal from the first key" (SDPA's is_causal, no mask tensor)
+DENSE = "dense"  # what structural_mask answers when only a mask tensor (build_mask) describes the pass
 
 
 def structural_mask(attention: Attention, start: int, length: int) -> str | None:
     """The mask a pass needs when its `length` new tokens sit at positions start, start + 1, ... after `start` cached
     keys at positions 0 .. start - 1, none of them padding: None when every query sees every key (one new token under
     causal attention, new tokens within one block under block-causal, bidirectional), CAUSAL for causal attention
-    without cached keys, "dense" otherwise (build it with `build_mask`). What SDPA is given decides its kernel: with no
+    without cached keys, DENSE otherwise (build it with `build_mask`). What SDPA is given decides its kernel: with no
     mask tensor it can run flash attention."""
     if attention.kind is AttentionKind.BIDIRECTIONAL or length == 1 and attention.kind is AttentionKind.CAUSAL:
         return None
     if attention.kind is AttentionKind.CAUSAL:
-        return CAUSAL if start == 0 else "dense"
+        return CAUSAL if start == 0 else DENSE
     size = attention.block_size
-    return None if start // size == (start + length - 1) // size else "dense"
+    return None if start // size == (start + length - 1) // size else DENSE
 
 
 def build_mask(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blockgen.errors import InvalidArgumentError
-from blockgen.models.attention import Attention, build_mask, structural_mask
+from blockgen.models.attention import CAUSAL, DENSE, Attention, build_mask, structural_mask
 from blockgen.models.cache import KVCache
 from blockgen.models.config import ModelConfig
 from blockgen.models.rope import RotaryEmbedding, apply_rotary, ntk_factor_for
@@ -74,7 +74,7 @@ class SelfAttention(nn.Module):
             k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
             v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
             grouped = False
-        causal = isinstance(mask, str)  # CAUSAL: no mask tensor, SDPA's own causal rule (no cached keys)
+        causal = mask is CAUSAL  # no mask tensor: SDPA's own causal rule (no cached keys)
         mask = None if causal else mask
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, enable_gqa=grouped)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.num_heads * self.head_dim))
@@ -209,7 +209,7 @@ class Decoder(nn.Module):
         start = cache.length if cache is not None else 0
         # default positions continue the cache, so with no padding the mask follows from the shapes alone (often no
         # mask at all: SDPA may then pick its fastest kernel)
-        shape = "dense"
+        shape = DENSE
         if positions is None:
             positions = torch.arange(start, start + t, device=input_ids.device).expand(b, t)
             if token_mask is None and attn_mask is None and not (cache is not None and cache.padded):
@@ -222,7 +222,7 @@ class Decoder(nn.Module):
             cache.check_room(t if write_cache else 0, b)
         if attn_mask is not None:
             mask = attn_mask
-        elif shape != "dense":
+        elif shape != DENSE:
             mask = shape
         else:
             if cache is not None:

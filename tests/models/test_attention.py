@@ -8,7 +8,7 @@ from helpers import save_checkpoint, tiny_hf_model
 
 import blockgen
 from blockgen.models import Attention, KVCache, build_mask, structural_mask
-from blockgen.models.attention import CAUSAL
+from blockgen.models.attention import CAUSAL, DENSE
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_structural_mask_equals_the_dense_mask(attention):
             elif shape == CAUSAL:  # SDPA's is_causal: query i sees keys 0..i (top left), right only without cache
                 assert start == 0 and torch.equal(dense[0, 0], torch.ones(length, length, dtype=torch.bool).tril())
             else:
-                assert shape == "dense" and not bool(dense.all()), (start, length)
+                assert shape == DENSE and not bool(dense.all()), (start, length)
 
 
 @pytest.mark.parametrize("attention,chunks", [(Attention.causal(), [6, 1, 1, 3]),
