@@ -15,18 +15,18 @@ from blockgen.planners.outline import Outline
 # title does): a node that did would stand nearest every section, and a question as topic would not read as a phrase
 # ("What how tides work is").
 _REPORT = [
-    ("Introduction", "The basics: what it is, the key terms defined in plain words, and one everyday example.", 1.0),
+    ("Introduction", "The basics: a simple definition, the key terms, and a familiar example from daily life.", 1.0),
     ("Background", "The history: who first studied it, in which century, and the early ideas.", 1.4),
     ("Main findings", "How it works: the causes and mechanisms, explained step by step.", 1.8),
     ("Analysis", "The effects on people, nature and the economy, and the open questions.", 1.4),
-    ("Conclusion", "The main points to remember, and what may come next.", 0.8),
+    ("Conclusion", "Looking ahead: future research, new uses, and the lesson to remember.", 0.8),
 ]
 _STORY = [  # no goal names the story's topic (the title does): a node that did would stand nearest every scene
     ("Opening", "An ordinary day: introduce the place, the hero and the hero's daily life.", 1.0),
     ("Rising action", "Trouble begins: a problem appears, grows and worries everyone.", 1.5),
     ("Turning point", "A discovery or a hard decision changes everything.", 1.2),
     ("Climax", "The danger is at its worst; the hero acts, with everything at stake.", 1.2),
-    ("Resolution", "Calm returns: how things end, and what has changed.", 0.8),
+    ("Resolution", "The ending: peace at last, the hero at home again, and how life is different now.", 0.8),
 ]
 
 
