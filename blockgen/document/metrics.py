@@ -70,6 +70,21 @@ META_PATTERNS = (
     r"let'?s (?:start|begin|discuss|look|dive|explore|take a look|talk|move on|break)\b",
     r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
     r"detailed|short|long|well)",
+    # the request read back as a rule, or the reader told to go and read ("The report should be about...", "You can
+    # delve into the huge topic of...")
+    r"the (?:report|story|essay|article|text|paragraph|section) (?:should|must|needs to) (?:be about|cover|focus|"
+    r"include|explain|discuss|describe|talk)\b",
+    r"you (?:can|could|may) delve\b",
+    # advice to the person who asked, about their text ("Your introduction touches on...", "you can talk about the
+    # factors", "use bullet points", "You have covered the basics", "as you've just been discussing")
+    r"your (?:introduction|analysis|conclusion|summary|research|section|findings|outline|work)\b",
+    r"you (?:can|could|may|might|should|will) (?:also |then )?(?:talk|write) about\b", r"bullet points?\b",
+    r"you (?:can|could|should) (?:also )?add (?:a|an|another|more|some) (?:\w+ )?(?:paragraph|section|sentence|example|"
+    r"detail)s?\b", r"you (?:can|could) take (?:it|this) further\b", r"you will cover\b",
+    r"you(?:'ve| have) (?:just |also |already )?(?:mentioned|covered|discussed|explained|described|written|added|"
+    r"talked about|been discussing|been talking about)\b",
+    r"the (?:report|story|essay|article|text|topic) is covered\b",
+    r"this explanation (?:is|has|focuses|provides|uses|was)\b", r"tailored to the (?:audience|readers?)\b",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 
@@ -132,18 +147,20 @@ def self_repetition(text: str) -> float:
 
 
 def echo_share(text: str, longest: int = 5) -> float:
-    """The share of a text's sentences that only echo the one before: at most `longest` words, every content word
-    already said in it ("The moon, the tides, the sky. The sky, the skies. The stars, the stars. The stars."): a loop
-    of short sentences that repeats nouns rather than phrases (self_repetition's pairs miss it)."""
-    from blockgen.document.cleanup import content_words
+    """The share of a text's sentences that only echo what it already said: at most `longest` words, every content
+    word (endings folded) said before in it ("The moon, the tides, the sky. The sky, the skies. The stars, the stars.
+    The stars." or "Tides work by gravity. ... Tides work. The tides work."): a loop of short sentences that repeats
+    nouns rather than phrases (self_repetition's pairs miss it)."""
+    from blockgen.document.cleanup import content_stems
 
     sentences = sentences_of(text)
     if len(sentences) < 2:
         return 0.0
-    echoes = 0
-    for before, sentence in zip(sentences, sentences[1:]):
-        words = content_words(sentence)
-        echoes += len(words_of(sentence)) <= longest and bool(words) and set(words) <= set(content_words(before))
+    echoes, said = 0, set(content_stems(sentences[0]))
+    for sentence in sentences[1:]:
+        words = content_stems(sentence)
+        echoes += len(words_of(sentence)) <= longest and bool(words) and words <= said
+        said |= words
     return echoes / len(sentences)
 
 

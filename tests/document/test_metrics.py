@@ -117,14 +117,24 @@ def test_text_that_describes_itself_is_meta():
             "We are going to talk about the high tides.", "This topic requires a detailed exploration of the tides.",
             "It's clear and easy to read.", "The first in a series of reports that aims to share the science.",
             "The report continues with a section with a lot of details.",
-            "You will have to look at closely to find out how tides work."]
+            "You will have to look at closely to find out how tides work.",
+            "The report should be about the importance of vaccines.", "You can delve into the huge topic of vaccines.",
+            "Your introduction touches on a fundamental aspect of the cycle.",
+            "For example, you can talk about the factors that affect tides.", "You can also use bullet points.",
+            "You have covered the basics of tides.", "The cycle is influenced by the Moon, as you've just been discussing.",
+            "You can take it further.", "This is a topic that you will cover in the report.",
+            "You can also add a paragraph that shows what you found.", "The report is covered in detail.",
+            "This explanation focuses on the simplification of the explanation.",
+            "The explanation is tailored to the audience that is interested in reading it."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
              "The report of the cannon echoed over the bay.", "She wrote a report on the harbour every spring.",
              "The reef was described in detail by early divers.", "She read the essays of Montaigne by the fire.",
              "The story of the flood was told in every village.", "Let the tide come in.",
-             "We are learning to read the tides.", "We will sail at dawn.",
+             "We are learning to read the tides.", "We will sail at dawn.", "You can explore the rock pools at low tide.",
+             "You can talk to the harbour master about the tables.", "Your boat will float at high tide.",
+             "The report should have reached the harbour by noon, she thought.",
              "The chart is easy to read at night.", "The storm continues through the night."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
@@ -159,3 +169,5 @@ def test_echo_share_measures_loops_of_short_sentences():
     assert echo_share("She looked up at the stars. The stars were bright. Night fell over the harbour.") == 0.0
     assert echo_share("The Moon pulls the sea toward it. The far side bulges too. Most coasts see two tides.") == 0.0
     assert echo_share("One sentence alone.") == 0.0
+    # an echo of any earlier sentence, endings folded
+    assert echo_share("Tides work by gravity. The Moon causes the tides. The tides worked. Spring tides are high.") == 1 / 4
