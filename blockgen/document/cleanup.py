@@ -48,6 +48,9 @@ _PHRASE = 8  # a run of this many words already written makes a sentence a repea
 _RECENT = 8  # sentences a new one is compared with word by word (a small model's loops: "You started to look at the
 # sea. You started looking at the sea."), content words only, endings folded
 _CONTAINED = 0.8  # share of a sentence's content words found in one recent sentence that makes it a near-repeat
+ECHO_WORDS = 5  # a sentence this short with no content word beyond the last few sentences' only echoes them ("Tides
+# work. The tides work. The cycle continues.")
+_QUOTES = re.compile("[\"“”]")
 _FUNCTION = frozenset("a an and the of in on to for with by at from its it is are was were be as or so but that this "
                       "these those then than there their they he she his her him you your i we our us my me not no "
                       "also just very can could would will had has have do did one".split())
@@ -96,7 +99,8 @@ class Novelty:
 
     def is_repeat(self, sentence: str) -> bool:
         """Written before: word for word, with at least `overlap` of its 4-grams, sharing an 8-word phrase, or, for
-        one of the last few sentences, with most of its content words (at least three of them)."""
+        one of the last few sentences, with most of its content words (at least three of them); or a short sentence
+        (ECHO_WORDS, outside dialogue) whose every content word the last few sentences already said."""
         key = norm(sentence)
         if key in self.keys or _phrases(key) & self.phrases:
             return True
@@ -104,7 +108,15 @@ class Novelty:
         if grams and len(grams & self.grams) >= self.overlap * len(grams):
             return True
         words = _content(key)
+        if words and len(key.split()) <= ECHO_WORDS and not _QUOTES.search(sentence) and words <= frozenset().union(
+                *self.recent):
+            return True
         return len(words) >= 3 and any(len(words & other) >= _CONTAINED * len(words) for other in self.recent)
+
+
+def content_stems(text: str) -> frozenset[str]:
+    """A text's content words with common endings folded."""
+    return _content(norm(text))
 
 
 def _content(key: str) -> frozenset[str]:
@@ -136,6 +148,16 @@ def _junk(sentence: str) -> bool:
     return any(pairs.count(pair) >= 3 for pair in set(pairs))
 
 
+# a sentence end inside what split_sentences keeps as one sentence ("...changed Europe. this innovation..."): after a word
+# of three letters or more that is not an abbreviation
+_LOWER_START = re.compile(r"(?:^|(?<=[A-Za-z]{3})(?<!etc)[.!?][\"”’)]?\s+)([a-z])(?![A-Z])")
+
+
+def _capitalized(sentence: str) -> str:
+    """Sentences that start with a small letter start with a capital ("the printing press was..."; "iPhone" stays)."""
+    return _LOWER_START.sub(lambda m: m.group(0)[:-1] + m.group(1).upper(), sentence)
+
+
 def content_words(text: str) -> list[str]:
     """A text's words without function words and numbers, normalized."""
     return [w for w in norm(text).split() if w not in _FUNCTION and not w.isdigit()]
@@ -157,6 +179,7 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
         if not repeats_only:
             sentence = " ".join(_LEADER.sub("", _MARKERS.sub(" ", sentence)).split())
             sentence = _ECHO.sub(r"\1", _STUTTER.sub(r"\1", sentence))
+            sentence = _capitalized(sentence)
             low = sentence.lower()
             if _junk(sentence) or _COUNT.match(sentence) or any(label in low for label in PROMPT_LABELS):
                 continue
@@ -172,4 +195,20 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
         kept.append(sentence)
     while kept and not repeats_only and not ends_a_sentence(kept[-1]):
         kept.pop()  # an unfinished sentence whose continuation was dropped would end the paragraph mid-sentence
-    return " ".join(kept)
+    text = " ".join(kept)
+    return text if repeats_only else _unquoted(text, whole=not first_person)
+
+
+def _unquoted(text: str, whole: bool) -> str:
+    """Without a quotation mark that opens or closes nothing (a paragraph begun with '"There is...' and never
+    closed), and, when `whole` (a report: no dialogue), without quotes around the whole paragraph."""
+    for mark in ('"', "“", "”"):
+        count = text.count('"') if mark == '"' else text.count("“") + text.count("”")
+        if count % 2 and text.startswith(mark):
+            text = text[1:].lstrip()
+        elif count % 2 and text.endswith(mark):
+            text = text[:-1].rstrip()
+    opened = text[:1] in ('"', "“") and text[-1:] in ('"', "”")
+    if whole and opened and text.count('"') + text.count("“") + text.count("”") == 2:
+        text = text[1:-1].strip()
+    return text

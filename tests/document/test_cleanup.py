@@ -67,7 +67,7 @@ def test_a_sentence_reading_back_the_sections_goal_is_dropped():
 
 def test_a_recent_sentence_said_again_in_other_words_is_dropped():
     """A small model's loop varies a word each time: most of the sentence's content words in one of the last few
-    sentences make it a near-repeat; a sentence that adds content stays, as do short ones and older echoes."""
+    sentences make it a near-repeat; a sentence that adds content stays, as do older echoes."""
     text = ("You used to walk along the coast and watch the sea rise and fall. You started to look at the sea. "
             "You started looking at the sea. So you started to look at the sea again. "
             "Then you noticed the water climbing the harbour wall twice a day.")
@@ -77,10 +77,39 @@ def test_a_recent_sentence_said_again_in_other_words_is_dropped():
     novelty = Novelty(["The Moon pulls the ocean toward it."])
     assert novelty.is_repeat("The Moon is pulling the oceans.")
     assert not novelty.is_repeat("The Moon pulls the ocean, and the Sun adds its own smaller pull in spring.")
-    assert not novelty.is_repeat("It pulls.")  # under three content words
+    assert not novelty.is_repeat("It pulls hard.")  # under three content words, one of them new
     for n in range(8):
         novelty.add(f"Sentence number {n} about harbours, pilots and ships.")
     assert not novelty.is_repeat("The Moon is pulling the oceans.")  # out of the recent window
+
+
+def test_a_short_sentence_that_only_echoes_the_last_few_is_dropped():
+    """'Tides work. The tides work.': five words or fewer, every content word said in the last few sentences (endings
+    folded); a short sentence with something new stays, and so does dialogue."""
+    text = ("Tides work by gravity. The Moon's orbit around the Earth causes the tides. Tides work. The tides work. "
+            "The cycle continues to cycle. The cycle continues. Spring tides are higher.")
+    assert clean_paragraph(text, Novelty()) == (
+        "Tides work by gravity. The Moon's orbit around the Earth causes the tides. The cycle continues to cycle. "
+        "Spring tides are higher.")
+    novelty = Novelty(['"Light the lamp," her father said.'])
+    assert not novelty.is_repeat('"The lamp," she said.')
+
+
+def test_sentences_start_with_a_capital():
+    text = "the printing press changed Europe. this innovation spread ideas. iPhones came much later."
+    assert clean_paragraph(text, Novelty()) == (
+        "The printing press changed Europe. This innovation spread ideas. iPhones came much later.")
+    assert clean_paragraph(text, Novelty(), repeats_only=True) == text  # as the model wrote it
+
+
+def test_a_quotation_mark_that_closes_nothing_is_dropped():
+    assert clean_paragraph('"There is a cycle in nature. The tides rise.', Novelty()) == (
+        "There is a cycle in nature. The tides rise.")
+    quoted = '"The tidal cycle is old. Scientists study it today."'
+    assert clean_paragraph(quoted, Novelty(), first_person=False) == "The tidal cycle is old. Scientists study it today."
+    assert clean_paragraph(quoted, Novelty()) == quoted  # a story's paragraph of dialogue stays dialogue
+    line = 'She said, "Light the lamp." He ran up the stairs.'
+    assert clean_paragraph(line, Novelty(), first_person=False) == line
 
 
 def test_an_echo_of_the_request_is_dropped_as_a_repeat():
