@@ -114,7 +114,7 @@ def test_a_replanned_run_trains_as_one_planned_with_its_final_total(base, alphab
 
     resized = adapt(_lora_config(base, alphabet, steps=6, block_sizes=[4], mask_noise=0.0), tmp_path / "resized",
                     replan=replan)
-    assert resized.finished and resized.step == 10 and resized.steps == 10
+    assert planned.finished and resized.finished and resized.step == 10 and resized.steps == 10
     assert asked[:3] == [(1, 6), (2, 6), (3, 10)] and max(done for done, _ in asked) < 9  # not asked in the decay
     a, b = (json.loads((tmp_path / d / "training" / "checkpoint" / "state.json").read_text())["losses"]
             for d in ("planned", "resized"))
