@@ -125,7 +125,9 @@ def test_text_that_describes_itself_is_meta():
             "You can take it further.", "This is a topic that you will cover in the report.",
             "You can also add a paragraph that shows what you found.", "The report is covered in detail.",
             "This explanation focuses on the simplification of the explanation.",
-            "The explanation is tailored to the audience that is interested in reading it."]
+            "The explanation is tailored to the audience that is interested in reading it.",
+            "(Slightly edited in the direction of grammar) As the Earth rotates, it makes waves.",
+            "In the context of this report, it is an important topic."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
