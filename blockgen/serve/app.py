@@ -394,20 +394,33 @@ def run(lm, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info
             raise BlockgenError(f"could not serve on {host}:{port} (see the log above)")
         time.sleep(0.05)
 
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
     server = app.state.server
+
+    def shut() -> None:  # end the open streams first (uvicorn waits for them before it shuts the app down)
+        server.jobs.close_streams()
+        server.batcher.stop()
+
+    stopping = threading.Event()
+
+    def interrupt(signum, frame):
+        """The first Ctrl-C or SIGTERM stops the batcher from a thread of its own: raised here, a KeyboardInterrupt
+        could land between a lock's acquire and its release in the decoding thread and leave the stop waiting on it.
+        A second one stops at once."""
+        if stopping.is_set():
+            raise KeyboardInterrupt
+        stopping.set()
+        threading.Thread(target=shut, name="blockgen-stop", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.batcher.serve_forever()
+        server.batcher.serve_forever()  # returns once stopped
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        # end the open streams first (uvicorn waits for them before it shuts the app down)
-        server.jobs.close_streams()
-        server.batcher.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if not stopping.is_set():  # (once stopped by a signal, the streams were ended before serve_forever returned)
+            shut()
         http.should_exit = True
         thread.join(60)
 
