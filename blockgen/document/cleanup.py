@@ -77,17 +77,24 @@ class Novelty:
     """Sentences written so far, as exact keys, word 4-grams and 8-word phrases, to tell a repeat from a new
     sentence."""
 
-    def __init__(self, texts: list[str] = (), overlap: float = 0.5):
+    def __init__(self, texts: list[str] = (), overlap: float = 0.5, pinned: list[str] = ()):
+        """texts: what was written; pinned: what was asked (a goal, the request's lines), compared with every new
+        sentence as the last few sentences are, however much is written after it."""
         self.overlap, self.keys, self.grams, self.phrases = overlap, set(), set(), set()
         self.recent: list[frozenset[str]] = []
         for text in texts:
             for sentence in split_sentences(text):
                 self.add(sentence)
+        self.pinned: list[frozenset[str]] = []
+        for text in pinned:
+            for sentence in split_sentences(text):
+                self.add(sentence)
+                self.pinned.append(_content(norm(sentence)))
 
     def copy(self) -> "Novelty":
         other = Novelty(overlap=self.overlap)
         other.keys, other.grams, other.phrases = set(self.keys), set(self.grams), set(self.phrases)
-        other.recent = list(self.recent)
+        other.recent, other.pinned = list(self.recent), list(self.pinned)
         return other
 
     def add(self, sentence: str) -> None:
@@ -99,8 +106,8 @@ class Novelty:
 
     def is_repeat(self, sentence: str) -> bool:
         """Written before: word for word, with at least `overlap` of its 4-grams, sharing an 8-word phrase, or, for
-        one of the last few sentences, with most of its content words (at least three of them); or a short sentence
-        (ECHO_WORDS, outside dialogue) whose every content word the last few sentences already said."""
+        one of the last few sentences or a pinned one, with most of its content words (at least three of them); or a
+        short sentence (ECHO_WORDS, outside dialogue) whose every content word those sentences already said."""
         key = norm(sentence)
         if key in self.keys or _phrases(key) & self.phrases:
             return True
@@ -108,10 +115,11 @@ class Novelty:
         if grams and len(grams & self.grams) >= self.overlap * len(grams):
             return True
         words = _content(key)
+        near = self.recent + self.pinned
         if words and len(key.split()) <= ECHO_WORDS and not _QUOTES.search(sentence) and words <= frozenset().union(
-                *self.recent):
+                *near):
             return True
-        return len(words) >= 3 and any(len(words & other) >= _CONTAINED * len(words) for other in self.recent)
+        return len(words) >= 3 and any(len(words & other) >= _CONTAINED * len(words) for other in near)
 
 
 def content_stems(text: str) -> frozenset[str]:

@@ -86,6 +86,7 @@ META_PATTERNS = (
     r"the (?:report|story|essay|article|text|topic) is covered\b",
     r"this explanation (?:is|has|focuses|provides|uses|was)\b", r"tailored to the (?:audience|readers?)\b",
     r"\((?:\w+ )?edited\b", r"in the context of (?:this|the) (?:report|story|essay|article|text)\b",
+    r"subject of (?:today'?s|the|this) (?:report|essay|article)\b",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

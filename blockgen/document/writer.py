@@ -412,10 +412,10 @@ class Writer:
         log.info("context for paragraph %d: %s", len(doc.paragraphs), context.log)
         options = gen.model_dump(exclude=set(PER_PARAGRAPH)) | {"max_new_tokens": max_new, "ntk_factor": ntk}
         index = len(doc.paragraphs)
-        # the section's goal counts as written: a sentence that reads it back ("The history: who first studied it, in
-        # which century...") is an echo of the request, dropped as a repeat
-        # and so do the request's own lines ('You're writing a report titled "How tides work" (about 1500 words).')
-        written = Novelty([p.text for p in doc.paragraphs] + ([brief.goal] if brief.goal.strip() else [])
+        # the section's goal counts as written, and so do the request's own lines ('You're writing a report titled
+        # "How tides work" (about 1500 words).'): a sentence that reads them back ("The history: who first studied it,
+        # in which century..."), wherever in the paragraph, is an echo of the request, dropped as a repeat
+        written = Novelty([p.text for p in doc.paragraphs], pinned=([brief.goal] if brief.goal.strip() else [])
                           + [request_head(brief), instruction(brief, True)])
         section_so_far = "\n\n".join(p.text for p in doc.paragraphs if p.section == i)
         for attempt in range(cfg.max_attempts):

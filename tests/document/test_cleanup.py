@@ -112,6 +112,19 @@ def test_a_quotation_mark_that_closes_nothing_is_dropped():
     assert clean_paragraph(line, Novelty(), first_person=False) == line
 
 
+def test_the_goal_read_back_late_in_a_paragraph_is_dropped():
+    """What was asked is pinned: a sentence reading the goal back is a repeat however much was written before it."""
+    goal = "Looking ahead: future research, new uses, and the lesson to remember."
+    novelty = Novelty(["Tides rise twice a day."], pinned=[goal])
+    text = ("Harbour pilots watch the water closely. Fishermen plan their trips by the tables. Ships wait outside the "
+            "bar at low water. Children dig for clams on the flats. Birds feed along the mud at dusk. Storm surges can "
+            "flood low streets. Engineers build walls against the sea. Old mills once ground grain with the flow. "
+            "Sailors told stories of the turning water. Looking ahead, in future research, new uses for the tides, and "
+            "the lesson to remember.")
+    assert "Looking ahead" not in clean_paragraph(text, novelty.copy())
+    assert "Looking ahead" in clean_paragraph(text, Novelty(["Tides rise twice a day.", goal]))  # not pinned: gone by
+
+
 def test_an_echo_of_the_request_is_dropped_as_a_repeat():
     """The writer seeds its repeat check with the request's own lines: a paragraph that reads them back loses those
     sentences and keeps the rest."""

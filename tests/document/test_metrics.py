@@ -127,7 +127,8 @@ def test_text_that_describes_itself_is_meta():
             "This explanation focuses on the simplification of the explanation.",
             "The explanation is tailored to the audience that is interested in reading it.",
             "(Slightly edited in the direction of grammar) As the Earth rotates, it makes waves.",
-            "In the context of this report, it is an important topic."]
+            "In the context of this report, it is an important topic.",
+            "The cycle of tides repeats itself, which is the subject of today's report."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
