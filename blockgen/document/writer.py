@@ -57,6 +57,9 @@ FOCUS = {
 }
 
 
+SHORT = 0.3  # a paragraph under this share of the words asked for is drawn again (up to max_attempts)
+
+
 def count_words(text: str) -> int:
     """English words plus CJK characters (as LongWriter counts length)."""
     return len(words_of(text))
@@ -418,6 +421,7 @@ class Writer:
         written = Novelty([p.text for p in doc.paragraphs], pinned=([brief.goal] if brief.goal.strip() else [])
                           + [request_head(brief), instruction(brief, True)])
         section_so_far = "\n\n".join(p.text for p in doc.paragraphs if p.section == i)
+        began = time.perf_counter()
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()
             if (cfg.candidates > 1 or attempt > 0) and options["temperature"] == 0:
@@ -439,7 +443,7 @@ class Writer:
                     log.info("paragraph %d: redraw %d (off plan or flawed), %s", index, draw,
                              "now on plan" if on_plan else "still off plan")
             seconds = time.perf_counter() - start
-            short = best is not None and count_words(texts[best]) < 0.3 * brief.words
+            short = best is not None and count_words(texts[best]) < SHORT * brief.words
             if best is not None and count_words(texts[best]) > 0 and not (short and attempt + 1 < cfg.max_attempts):
                 text, result = texts[best], results[best]
                 if cfg.summary_mode == "abstractive":
@@ -448,7 +452,7 @@ class Writer:
                 else:
                     summary = extractive_summary(text, lm, cfg.summary_tokens, embedder=self.embedder).text
                 return Paragraph(section=i, text=text, summary=summary, words=count_words(text),
-                                 tokens=len(result.tokens), seconds=time.perf_counter() - start,
+                                 tokens=len(result.tokens), seconds=time.perf_counter() - began,
                                  forward_passes=result.stats.forward_passes)
             log.info("paragraph %d: attempt %d gave nothing usable (%s)", index, attempt + 1, seconds)
         return None
@@ -467,6 +471,9 @@ class Writer:
         usable = [n for n, t in enumerate(texts) if count_words(t) > 0]
         if not usable:
             return None, False
+        # a candidate under SHORT of the asked length is what is left of a bad draw after cleanup: one is kept only
+        # when all are (then the writer draws again), never in place of one long enough
+        usable = [n for n in usable if count_words(texts[n]) >= SHORT * asked] or usable
         vectors = embed([texts[n] for n in usable], self.embedder)
         nodes = torch.nn.functional.normalize(latent[1:].float(), dim=-1)
         sections = embed_long([f"{section_so_far}\n\n{texts[n]}" for n in usable], self.embedder) \

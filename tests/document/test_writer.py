@@ -216,7 +216,7 @@ def test_steering_prefers_a_candidate_that_keeps_its_section_on_plan(tiny):
 
     outline = with_latent(template_outline("how tides work", 600, "report"))
     latent = torch.tensor(outline.latent)
-    history = "Greek sailors first studied the tides in the fourth century BC."  # short of the 60 words asked
+    history = "Greek sailors first studied the tides in the fourth century BC."  # short of the 30 words asked
     mechanism = ("In the past, people noticed the tides. The moon pulls the sea twice a day, and high tide comes about "
                  "an hour later each day as the moon rises later; the sun adds a smaller pull of its own and the water "
                  "bulges on both sides of the Earth as it turns.")
@@ -224,10 +224,14 @@ def test_steering_prefers_a_candidate_that_keeps_its_section_on_plan(tiny):
 
     def choose(weight):
         writer = Writer(tiny, WriterConfig.build(plan_weight=weight, fluency_weight=0.0, novelty_weight=0.0))
-        return writer._steer(texts, texts, 1, latent, ParagraphMemory(), 60, "", "report")
+        return writer._steer(texts, texts, 1, latent, ParagraphMemory(), 30, "", "report")
 
     assert choose(0.0) == (0, False)  # the full-length candidate, off plan (nearer another node than Background's)
     assert choose(1.0) == (1, True)
+    # under 30% of the words asked, a candidate is what is left of a bad draw: it never replaces one long enough
+    writer = Writer(tiny, WriterConfig.build(plan_weight=1.0, fluency_weight=0.0, novelty_weight=0.0))
+    assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 60, "", "report")[0] == 0
+    assert writer._steer([history], [history], 1, latent, ParagraphMemory(), 60, "", "report")[0] == 0  # all short
 
 
 def test_a_flawed_best_candidate_is_worth_another_draw():
