@@ -87,6 +87,11 @@ META_PATTERNS = (
     r"this explanation (?:is|has|focuses|provides|uses|was)\b", r"tailored to the (?:audience|readers?)\b",
     r"\((?:\w+ )?edited\b", r"in the context of (?:this|the) (?:report|story|essay|article|text)\b",
     r"subject of (?:today'?s|the|this) (?:report|essay|article)\b",
+    # an edit of a draft described ("This revised paragraph focuses on...", "The original text was short", "The
+    # paragraphs were reorganized"), an instruction read back ("Do not repeat a sentence"), "This chapter illustrates"
+    r"(?:this|the) (?:revised|rewritten|original|edited) (?:paragraph|text|version|report|essay|draft)\b",
+    r"the (?:paragraphs|sentences) (?:were|have been) (?:reorganized|rewritten|revised|edited|combined)\b",
+    r"do not repeat\b", r"this chapter (?:illustrates|highlights|shows|explains|discusses|describes)\b",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

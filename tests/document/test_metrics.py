@@ -128,7 +128,10 @@ def test_text_that_describes_itself_is_meta():
             "The explanation is tailored to the audience that is interested in reading it.",
             "(Slightly edited in the direction of grammar) As the Earth rotates, it makes waves.",
             "In the context of this report, it is an important topic.",
-            "The cycle of tides repeats itself, which is the subject of today's report."]
+            "The cycle of tides repeats itself, which is the subject of today's report.",
+            "This revised paragraph focuses on one detail.", "The original text was short.",
+            "The paragraphs were reorganized to read better.", "Do not repeat a sentence.",
+            "This chapter illustrates the impact of the printing press."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -137,6 +140,7 @@ def test_text_that_describes_itself_is_meta():
              "The story of the flood was told in every village.", "Let the tide come in.",
              "We are learning to read the tides.", "We will sail at dawn.", "You can explore the rock pools at low tide.",
              "You can talk to the harbour master about the tables.", "Your boat will float at high tide.",
+             "The original press was made of wood.", "Do not swim when the tide turns.",
              "The report should have reached the harbour by noon, she thought.",
              "The chart is easy to read at night.", "The storm continues through the night."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
