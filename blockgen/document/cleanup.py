@@ -166,14 +166,10 @@ def _capitalized(sentence: str) -> str:
     return _LOWER_START.sub(lambda m: m.group(0)[:-1] + m.group(1).upper(), sentence)
 
 
-def content_words(text: str) -> list[str]:
-    """A text's words without function words and numbers, normalized."""
-    return [w for w in norm(text).split() if w not in _FUNCTION and not w.isdigit()]
-
-
 def content_pairs(text: str) -> list[tuple[str, str]]:
-    """Consecutive content words of a text, as pairs: the phrases a small model's loops repeat."""
-    words = content_words(text)
+    """Consecutive content words of a text (function words and numbers dropped), as pairs: the phrases a small
+    model's loops repeat."""
+    words = [w for w in norm(text).split() if w not in _FUNCTION and not w.isdigit()]
     return list(zip(words, words[1:]))
 
 

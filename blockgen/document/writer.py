@@ -92,8 +92,8 @@ class WriterConfig(Options):
                                "nearer its own outline node than any other (on plan)")
     meta_weight: float = Field(1.0, ge=0.0, description="steering penalty per meta or assistant phrase")
     repeat_weight: float = Field(2.0, ge=0.0, description="steering penalty for the share of a candidate's "
-                                 "content-word pairs it says again and of its sentences that only echo the one "
-                                 "before (loops the fluency judge scores as fluent)")
+                                 "content-word pairs it says again and of its short sentences that only echo "
+                                 "what it said before (loops the fluency judge scores as fluent)")
     voice_weight: float = Field(1.0, ge=0.0, description="steering penalty, in a report, for the share of sentences "
                                 "in a narrator's first person ('As I stepped onto the beach...')")
     plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
