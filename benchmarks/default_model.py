@@ -3,7 +3,9 @@
 Rows: the base in AR mode (block size 1, one token per forward), then the adapted model at each --blocks size with a
 threshold scheduler. Per row: tokens committed per forward, tokens/s and its ratio to the AR row, the AR judge's
 perplexity (the base model scoring each output given its prompt) and its ratio to the AR row's, and distinct-4.
-Both sample at the same temperature and seeds. The gates of the adaptation recipe are checked at the end:
+Both sample at the same temperature and seeds. Then the lookahead table (blockgen.adapt.lookahead) on the AR row's
+answers: per offset ahead of a block's next position, how often the adapted model is right and sure (what tokens per
+forward follows, steadier than it on a few prompts). The gates of the adaptation recipe are checked at the end:
   tokens/forward >= 2.0 at block 8; judge perplexity <= 1.25x AR; tokens/s >= 2x AR on GPU, >= 1.5x on CPU.
 
 Usage: python benchmarks/default_model.py [--model default] [--base default-ar] [--prompts 8] [--max-new-tokens 128]
@@ -21,6 +23,7 @@ from pathlib import Path
 import torch
 
 import blockgen
+from blockgen.adapt.lookahead import lookahead
 from blockgen.document.metrics import distinct_n
 
 # Held out from the adaptation prompt set (other topics, other phrasings).
@@ -59,7 +62,7 @@ def judge_nll(judge, prompt_ids: list[int], output: list[int]) -> tuple[float, i
 def run_row(lm, judge, prompts, *, label, block, threshold, args) -> dict:
     tokens = forwards = 0
     seconds = nll = scored = 0.0
-    texts = []
+    texts, answers = [], []
     for i, prompt in enumerate(prompts):
         prompt_ids = lm.encode(prompt, chat=True)
         _sync(lm.device)
@@ -73,6 +76,7 @@ def run_row(lm, judge, prompts, *, label, block, threshold, args) -> dict:
         total, count = judge_nll(judge, prompt_ids, result.tokens)
         nll, scored = nll + total, scored + count
         texts.append(result.text)
+        answers.append((prompt_ids, list(result.tokens)))
     return {
         "row": label,
         "block": block,
@@ -82,6 +86,7 @@ def run_row(lm, judge, prompts, *, label, block, threshold, args) -> dict:
         "judge_ppl": math.exp(nll / scored) if scored else float("nan"),
         "distinct4": sum(distinct_n(t) for t in texts) / len(texts),
         "sample": texts[0][:160].replace("\n", " "),
+        "answers": answers,
     }
 
 
@@ -118,6 +123,14 @@ def main() -> None:
               f"{r['judge_ppl'] / ar['judge_ppl']:6.2f} {r['distinct4']:10.3f}")
     for r in rows:
         print(f"  {r['row']}: {r['sample']!r}")
+    # how far ahead the adapted model sees on the base's own answers (what tokens per forward follows)
+    seen = lookahead(adapted, ar.pop("answers"), threshold=args.threshold)
+    print(f"lookahead on the AR row's answers (block {adapted.family.block_size}): offset, positions, right, "
+          f"confident (> {args.threshold}), right among confident")
+    for o in seen:
+        print(f"  {o.offset:2d} {o.positions:6d} {o.right:6.3f} {o.confident:6.3f} {o.confident_right:6.3f}")
+    for r in rows:
+        r.pop("answers", None)
     speed_gate = 2.0 if base.device.type == "cuda" else 1.5
     largest = rows[-1]
     gates = [
@@ -132,7 +145,8 @@ def main() -> None:
         print(f"gate {name}: {value:.2f} -> {'met' if ok else 'MISSED'}")
     if args.json:
         args.json.write_text(json.dumps({"device": str(base.device), "dtype": str(base.dtype), "settings": vars(args)
-                                         | {"json": str(args.json)}, "rows": rows, "gates": verdicts}, indent=2))
+                                         | {"json": str(args.json)}, "rows": rows, "gates": verdicts,
+                                         "lookahead": [o.as_dict() for o in seen]}, indent=2))
     if args.record:
         record_metrics(adapted.path, rows, base.device, args)
 

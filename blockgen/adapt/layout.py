@@ -9,7 +9,8 @@ absolute positions (block b holds positions b*S .. b*S+S-1), as the engine align
 
 So the noisy copy of block b is denoised from a clean, exactly-cacheable past: the situation of the decode loop, where
 finished blocks are frozen and cached. Each row is drawn twice with complementary masks (a position masked in one is
-clean in the other), so every position that may be masked is supervised exactly once per pair.
+clean in the other), so every position that may be masked is supervised exactly once per pair; a share of the
+blocks can be masked instead as a suffix in each copy (`suffix_share`), the pattern the decode loop meets.
 
 Packed rows (several examples in one row, as `collate_packed` lays them out) add a segment id per token: a query
 sees only keys of its own segment, positions restart at 0 in each segment, and each segment starts at a multiple of
@@ -66,16 +67,34 @@ def predictor_index(length: int, block_size: int, logit_shift: bool, device=None
     return torch.where(i == 0, torch.full_like(i, -1), index)
 
 
-def draw_masks(maskable: torch.Tensor, block_size: int, generator: torch.Generator, eps: float = 1e-3) -> torch.Tensor:
+def draw_masks(maskable: torch.Tensor, block_size: int, generator: torch.Generator, eps: float = 1e-3,
+               suffix_share: float = 0.0) -> torch.Tensor:
     """(2B, L) bool: for each row a mask drawn with one noise level t ~ U(eps, 1) per block, then its complement
-    (restricted to maskable positions). maskable: (B, L) bool (False for prompt tokens, padding and position 0)."""
+    (restricted to maskable positions). maskable: (B, L) bool (False for prompt tokens, padding and position 0).
+
+    suffix_share: the share of blocks masked instead as a suffix, from a cut drawn uniformly in 0..S-1 (at least the
+    block's last position masked), in each copy from a cut of its own: the decode loop's pattern, where a block's
+    left part is committed and the rest is still masked (a suffix's complement, a masked prefix, never occurs there)."""
     b, length = maskable.shape
     blocks = -(-length // block_size)
     t = eps + (1 - eps) * torch.rand(b, blocks, generator=generator)
     level = t.repeat_interleave(block_size, dim=1)[:, :length].to(maskable.device)
     draw = torch.rand(b, length, generator=generator).to(maskable.device) < level
     first = draw & maskable
-    return torch.cat([first, maskable & ~first], 0)
+    second = maskable & ~first
+    if suffix_share > 0:
+        suffix = torch.rand(b, blocks, generator=generator) < suffix_share
+        cuts = torch.randint(0, block_size, (2, b, blocks), generator=generator)
+        inside = (torch.arange(length) % block_size).to(maskable.device)
+
+        def spread(x: torch.Tensor) -> torch.Tensor:
+            return x.repeat_interleave(block_size, dim=-1)[..., :length].to(maskable.device)
+
+        by_cut = inside >= spread(cuts)  # (2, B, L)
+        in_suffix = spread(suffix)
+        first = torch.where(in_suffix, by_cut[0] & maskable, first)
+        second = torch.where(in_suffix, by_cut[1] & maskable, second)
+    return torch.cat([first, second], 0)
 
 
 @dataclass
@@ -106,11 +125,13 @@ def build_batch(
     generator: torch.Generator,
     positions: torch.Tensor | None = None,
     segments: torch.Tensor | None = None,
+    suffix_share: float = 0.0,
 ) -> TrainingBatch:
     """The training batch for clean rows `ids` (B, L): complementary noisy copies, the 2L layout and the targets.
 
     positions, segments: (B, L) for packed rows (see collate_packed): each token's position inside its segment and
-    the segment's id; segments must start at multiples of block_size and their first tokens must not be maskable."""
+    the segment's id; segments must start at multiples of block_size and their first tokens must not be maskable.
+    suffix_share: see draw_masks."""
     if ids.shape != valid.shape or ids.shape != maskable.shape:
         raise InvalidArgumentError("ids", tuple(ids.shape), "ids, valid and maskable must have one shape")
     b, length = ids.shape
@@ -118,7 +139,7 @@ def build_batch(
         maskable = maskable.clone()
         maskable[:, 0] = False  # nothing predicts the first token
     maskable = maskable & valid
-    masked = draw_masks(maskable, block_size, generator)
+    masked = draw_masks(maskable, block_size, generator, suffix_share=suffix_share)
     clean = ids.repeat(2, 1)
     noisy = torch.where(masked, torch.full_like(clean, mask_token_id), clean)
     valid2 = valid.repeat(2, 1)

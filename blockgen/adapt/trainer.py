@@ -69,6 +69,12 @@ class AdaptConfig(Options):
     mask_token: str | None = Field(None, description="token text to dedicate as the mask (default: found or picked)")
     mask_noise: float = Field(0.1, ge=0.0, description="Gaussian noise on the mask embedding at step 0 (x rows' std)")
     mask_noise_fraction: float = Field(0.1, ge=0.0, le=1.0, description="noise decays to 0 over this fraction")
+    suffix_share: float = Field(0.0, ge=0.0, le=1.0, description="share of blocks masked as a suffix from a random "
+                                "cut (the decode loop's pattern: a block's left part committed, the rest masked) "
+                                "instead of at a random noise level")
+    certainty: float = Field(0.0, ge=0.0, description="weight of the entropy of the masked positions the model "
+                             "already predicts right (certainty forcing, after dParallel): confident where it is "
+                             "right, so a confidence threshold commits more tokens a forward")
     adapter_dtype: Literal["float32", "bfloat16"] = Field("float32", description="LoRA weights as saved (bfloat16 "
                                                                     "halves the adapter's size)")
     init_from: str | None = Field(None, description="an adapter directory (LoRA of the same rank and mask token) "
@@ -147,12 +153,16 @@ class AdaptResult:
 
 
 class Trainee(nn.Module):
-    """The decoder plus a trainable mask-token embedding; forward returns the masked-token cross-entropy."""
+    """The decoder plus a trainable mask-token embedding; forward returns the masked-token cross-entropy, plus
+    `certainty` times the mean entropy of the masked positions whose most likely token is the right one (their share
+    of the targets counted; the cross-entropy alone is kept in `cross_entropy` for the log)."""
 
-    def __init__(self, decoder: nn.Module, mask_token_id: int):
+    def __init__(self, decoder: nn.Module, mask_token_id: int, certainty: float = 0.0):
         super().__init__()
         self.decoder = decoder
         self.mask_token_id = mask_token_id
+        self.certainty = certainty
+        self.cross_entropy: torch.Tensor | None = None
         self.mask_embedding = nn.Parameter(decoder.model.embed_tokens.weight[mask_token_id].detach().clone().float())
 
     def forward(self, batch: TrainingBatch, noise: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,7 +178,15 @@ class Trainee(nn.Module):
                                             inputs_embeds=embed)
         picked = hidden[batch.target_rows, batch.target_cols]
         logits = self.decoder.logits(picked).float()
-        return F.cross_entropy(logits, batch.targets, reduction="sum") / max(1, batch.tokens)
+        count = max(1, batch.tokens)
+        loss = F.cross_entropy(logits, batch.targets, reduction="sum") / count
+        self.cross_entropy = loss.detach()
+        if self.certainty > 0:
+            right = logits.detach().argmax(-1) == batch.targets
+            logp = logits[right].log_softmax(-1)
+            entropy = -(logp.exp() * logp).sum()
+            loss = loss + self.certainty * entropy / count
+        return loss
 
 
 def pick_mask_token(tokenizer, requested: str | None) -> tuple[str, int]:
@@ -488,7 +506,7 @@ def adapt(
     else:
         decoder.requires_grad_(True)
     decoder.train()
-    trainee = Trainee(decoder, mask[1]).to(accelerator.device)
+    trainee = Trainee(decoder, mask[1], config.certainty).to(accelerator.device)
     params = [p for _, p in sorted(trainee.named_parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
     state = {"step": 0, "tokens_seen": 0, "losses": [], "seconds": 0.0}
@@ -553,7 +571,7 @@ def adapt(
         generator = _step_generator(config.seed, step, rank)
         batch = build_batch(ids.to(accelerator.device), valid.to(accelerator.device), maskable.to(accelerator.device),
                             block_size=block, mask_token_id=mask[1], logit_shift=config.logit_shift,
-                            generator=generator, **extra)
+                            generator=generator, suffix_share=config.suffix_share, **extra)
         sigma = config.mask_noise_at(step) * embed_std
         noise = None
         if sigma > 0:  # LLaDA2.0: each masked position gets its own noisy copy of the mask embedding early on
@@ -568,6 +586,7 @@ def adapt(
         value = float(loss.detach())
         if not math.isfinite(value):
             raise InvalidArgumentError("lr", config.lr, f"training diverged at step {step} (loss {value})")
+        value = float(accelerator.unwrap_model(model).cross_entropy)  # the log follows the cross-entropy alone
         seen = int(valid.sum()) * world
         state["step"], state["tokens_seen"] = step + 1, state["tokens_seen"] + seen
         state["losses"].append(round(value, 5))

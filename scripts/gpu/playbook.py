@@ -550,7 +550,8 @@ def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log:
     options = dict(base="default", data=[str(data)], batch_size=args.batch_size, seq_len=args.seq_len, lr=args.lr,
                    pack=not args.no_pack,
                    lora_rank=args.lora_rank, block_sizes=args.block_sizes, adapter_dtype="bfloat16", seed=args.seed,
-                   checkpoint_every=args.checkpoint_every, device=args.device, warmup_steps=args.warmup_steps)
+                   checkpoint_every=args.checkpoint_every, device=args.device, warmup_steps=args.warmup_steps,
+                   certainty=args.certainty, suffix_share=args.suffix_share)
     start = Path(args.init_adapter) if args.init_adapter else Path(args.carried) / "adapter"
     if (start / "adapter_config.json").is_file():
         # an earlier lease's adapter: train on from it at the target block size (its curriculum and the mask
@@ -744,6 +745,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--lora-rank", type=int, default=16)
             p.add_argument("--block-sizes", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4, 8])
             p.add_argument("--warmup-steps", type=int, default=20)
+            p.add_argument("--certainty", type=float, default=0.0, help="weight of the entropy of the right "
+                           "predictions (adapt's certainty forcing)")
+            p.add_argument("--suffix-share", type=float, default=0.0, help="share of blocks masked as a suffix "
+                           "(adapt's suffix_share: the decode loop's pattern)")
             p.add_argument("--checkpoint-every", type=int, default=100)
             p.add_argument("--step-guess", type=float, default=0.5, help="seconds a step, until steps are timed "
                            "(the run is then resized to the deadline after every step, until its decay)")

@@ -136,11 +136,15 @@ def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
     both = lzma.decompress((tmp_path / "out3" / "distill.jsonl.xz").read_bytes()).splitlines()
     assert len(both) > len(examples) and [json.loads(x) for x in both[:len(examples)]] == examples
 
-    # a follow-up on the same warm machine: trains on from the last run on the dataset in the store, no benchmark
+    # a follow-up on the same warm machine: trains on from the last run on the dataset in the store, no benchmark,
+    # here with certainty forcing and suffix-masked blocks
     shutil.copytree(store / "work" / "run", tmp_path / "last")
     follow = _playbook("job", "--carried", second, "--store", store, "--out", tmp_path / "out4", *TINY_JOB,
-                       "--data", store / "work" / "distill.jsonl", "--init-adapter", tmp_path / "last", "--no-bench")
+                       "--data", store / "work" / "distill.jsonl", "--init-adapter", tmp_path / "last", "--no-bench",
+                       "--certainty", "0.5", "--suffix-share", "0.5")
     assert follow.returncode == 0, follow.stdout[-3000:] + follow.stderr[-3000:]
+    settings = json.loads((tmp_path / "out4" / "adapter" / "adapter_config.json").read_text())["training"]["settings"]
+    assert settings["certainty"] == 0.5 and settings["suffix_share"] == 0.5
     assert f"distill: training on {store / 'work' / 'distill.jsonl'} ({len(both):,} examples)" in follow.stdout
     assert "benchmark: skipped" in follow.stdout and not (tmp_path / "out4" / "benchmark.json").exists()
     assert (tmp_path / "out4" / "adapter" / "adapter_config.json").is_file()

@@ -45,6 +45,31 @@ def test_noise_level_is_drawn_per_block():
     assert 0.4 < masks.mean() < 0.6
 
 
+def test_suffix_blocks_mask_a_tail_in_each_copy():
+    maskable = torch.ones(300, 32, dtype=torch.bool)
+    maskable[:, 0] = False
+    masks = draw_masks(maskable, 8, torch.Generator().manual_seed(0), suffix_share=1.0)
+    assert not (masks & ~maskable.repeat(2, 1)).any()
+    blocks = masks.view(600, 4, 8)
+    assert blocks[..., -1].all()  # every block's last position is masked in both copies
+    for row in blocks.reshape(-1, 8)[:400]:  # a suffix: once masked, masked to the block's end
+        first = int(row.nonzero()[0])
+        assert row[first:].all() and not row[1:first].any()
+    cuts = blocks[:, 1:].float().sum(-1)  # the number masked is uniform over 1..8 (blocks 1-3: fully maskable)
+    assert cuts.min() == 1 and cuts.max() == 8 and 4.0 < cuts.mean() < 5.0
+    first, second = masks[:300], masks[300:]
+    assert (first != second).any()  # each copy draws its own cut (no complement)
+
+
+def test_suffix_share_mixes_and_zero_draws_as_before():
+    maskable = torch.ones(400, 64, dtype=torch.bool)
+    plain = draw_masks(maskable, 8, torch.Generator().manual_seed(3))
+    assert torch.equal(draw_masks(maskable, 8, torch.Generator().manual_seed(3), suffix_share=0.0), plain)
+    mixed = draw_masks(maskable, 8, torch.Generator().manual_seed(3), suffix_share=0.5).view(800, 8, 8)
+    complementary = (mixed[:400] ^ mixed[400:]).all(-1)  # the two copies' blocks partition the block
+    assert 0.4 < complementary.float().mean() < 0.6  # about half the blocks are drawn as before
+
+
 def test_shift_alignment():
     assert predictor_index(8, 4, True).tolist() == [-1, 0, 1, 2, 11, 4, 5, 6]  # block starts read the clean copy
     assert predictor_index(8, 1, True).tolist() == [-1, 8, 9, 10, 11, 12, 13, 14]  # block 1: plain AR

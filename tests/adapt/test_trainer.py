@@ -15,23 +15,6 @@ from blockgen.adapt.trainer import pick_mask_token
 from blockgen.errors import InvalidArgumentError
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    from helpers import save_checkpoint, tiny_hf_model
-
-    return save_checkpoint(tiny_hf_model(), tmp_path_factory.mktemp("base"))
-
-
-@pytest.fixture(scope="module")
-def alphabet(tmp_path_factory):
-    """Lines of the alphabet from a random letter on: after a block of context, every later letter is certain."""
-    rng, letters = random.Random(0), "abcdefghijklmnopqrstuvwxyz"
-    lines = ["".join(letters[(start + i) % 26] for i in range(40)) for start in (rng.randrange(26) for _ in range(300))]
-    path = tmp_path_factory.mktemp("data") / "alphabet.txt"
-    path.write_text("\n".join(lines))
-    return path
-
-
 def test_trained_tiny_model_commits_several_tokens_per_forward(base, alphabet, tmp_path):
     config = AdaptConfig.build(base=str(base), data=[str(alphabet)], steps=240, batch_size=8, seq_len=48, lr=3e-3,
                                lora_rank=None, block_sizes=[1, 2, 4], checkpoint_every=1000, device="cpu",
@@ -219,6 +202,90 @@ def test_mask_embedding_is_trained_and_noised_per_position(base):
     assert not torch.allclose(noisy, plain)
     plain.backward()
     assert trainee.mask_embedding.grad is not None and trainee.mask_embedding.grad.abs().sum() > 0
+
+
+def test_certainty_adds_the_entropy_of_the_right_predictions(base):
+    from blockgen.adapt.layout import build_batch
+    from blockgen.adapt.trainer import Trainee
+
+    lm = blockgen.load(base, device="cpu")
+    mask_id = lm.tokenizer.convert_tokens_to_ids("<|mask|>")
+    ids = torch.randint(10, 200, (2, 16), generator=torch.Generator().manual_seed(0))
+    ones = torch.ones_like(ids, dtype=torch.bool)
+    batch = build_batch(ids, ones, ones, block_size=4, mask_token_id=mask_id, logit_shift=True,
+                        generator=torch.Generator().manual_seed(1))
+    plain = Trainee(lm.model, mask_id)
+    ce = plain(batch)
+    torch.testing.assert_close(plain.cross_entropy, ce.detach())
+    # make some predictions right: the targets become the model's own argmax at half the positions
+    with torch.no_grad():
+        hidden = lm.model.hidden_states(batch.input_ids, positions=batch.positions, attn_mask=batch.attn_mask,
+                                        inputs_embeds=torch.where((batch.input_ids == mask_id)[..., None],
+                                                                  plain.mask_embedding,
+                                                                  lm.model.model.embed_tokens(batch.input_ids)))
+        logits = lm.model.logits(hidden[batch.target_rows, batch.target_cols]).float()
+    batch.targets = torch.where(torch.arange(batch.tokens) % 2 == 0, logits.argmax(-1), batch.targets)
+    right = logits.argmax(-1) == batch.targets
+    probs = logits[right].softmax(-1)
+    entropy = -(probs * probs.log()).sum() / batch.tokens
+    forced = Trainee(lm.model, mask_id, certainty=0.5)
+    ce = torch.nn.functional.cross_entropy(logits, batch.targets)
+    total = forced(batch)
+    torch.testing.assert_close(forced.cross_entropy, ce, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(total, ce + 0.5 * entropy, rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_with_certainty_and_suffix_blocks_logs_the_cross_entropy(base, alphabet, tmp_path):
+    runs = {}
+    for name, weight in (("plain", 0.0), ("certain", 1.0)):
+        seen = []
+        adapt(_lora_config(base, alphabet, certainty=weight, suffix_share=0.5, block_sizes=[4]), tmp_path / name,
+              on_progress=seen.append)
+        runs[name] = [p.loss for p in seen]
+    # the same weights and batch at step 0: the logged loss is the cross-entropy alone, without the entropy term
+    assert runs["plain"][0] == pytest.approx(runs["certain"][0], rel=1e-5)
+    settings = json.loads((tmp_path / "certain" / "training" / "run.json").read_text())
+    assert settings["certainty"] == 1.0 and settings["suffix_share"] == 0.5
+    assert blockgen.load(tmp_path / "certain", device="cpu").family.block_size == 4
+
+
+def test_certainty_forcing_sharpens_the_right_predictions(learned):
+    """From a model that has learned the alphabet, the same steps with certainty forcing leave the predictions that
+    are right more confident, and as many of them right."""
+    from blockgen.adapt.layout import build_batch
+    from blockgen.adapt.trainer import Trainee
+
+    letters = "abcdefghijklmnopqrstuvwxyz"
+
+    def batch_of(lm, starts, seed):
+        text = ["".join(letters[(s + i) % 26] for i in range(30)) for s in starts]
+        ids = torch.tensor([lm.tokenizer(t, add_special_tokens=False)["input_ids"][:24] for t in text])
+        ones = torch.ones_like(ids, dtype=torch.bool)
+        return build_batch(ids, ones, ones, block_size=4, mask_token_id=lm.family.mask_token_id, logit_shift=True,
+                           generator=torch.Generator().manual_seed(seed))
+
+    found = {}
+    for weight in (0.0, 1.0):
+        lm = blockgen.load(learned, device="cpu", dtype="float32", quantize=None)
+        lm.model.requires_grad_(True)
+        trainee = Trainee(lm.model, lm.family.mask_token_id, certainty=weight)
+        optimizer = torch.optim.AdamW(trainee.parameters(), lr=1e-3)
+        for step in range(15):
+            loss = trainee(batch_of(lm, [random.Random(step * 8 + k).randrange(26) for k in range(8)], step))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        held_out = batch_of(lm, (3, 11, 19, 24), 999)
+        with torch.no_grad():
+            hidden = lm.model.hidden_states(held_out.input_ids, positions=held_out.positions,
+                                            attn_mask=held_out.attn_mask)
+            top, picked = lm.model.logits(hidden[held_out.target_rows, held_out.target_cols]).float() \
+                .softmax(-1).max(-1)
+        right = picked == held_out.targets
+        found[weight] = float(right.float().mean()), float(top[right].mean())
+    (plain_right, plain_confidence), (forced_right, forced_confidence) = found[0.0], found[1.0]
+    assert plain_right > 0.9 and forced_right >= plain_right - 0.02, found
+    assert forced_confidence > plain_confidence + 0.005, found
 
 
 def test_a_looping_answer_is_cut_where_the_loop_starts():
