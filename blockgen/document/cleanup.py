@@ -200,12 +200,13 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
     while kept and not repeats_only and not ends_a_sentence(kept[-1]):
         kept.pop()  # an unfinished sentence whose continuation was dropped would end the paragraph mid-sentence
     text = " ".join(kept)
-    return text if repeats_only else _unquoted(text, whole=not first_person)
+    return text if repeats_only else unquoted(text, whole=not first_person)
 
 
-def _unquoted(text: str, whole: bool) -> str:
+def unquoted(text: str, whole: bool) -> str:
     """Without a quotation mark that opens or closes nothing (a paragraph begun with '"There is...' and never
-    closed), and, when `whole` (a report: no dialogue), without quotes around the whole paragraph."""
+    closed, or whose closing mark a cut to length left out), and, when `whole` (a report: no dialogue), without
+    quotes around the whole paragraph."""
     for mark in ('"', "“", "”"):
         count = text.count('"') if mark == '"' else text.count("“") + text.count("”")
         if count % 2 and text.startswith(mark):

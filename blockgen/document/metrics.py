@@ -67,6 +67,10 @@ META_PATTERNS = (
     r"paragraph|section)s? (?:will|would|is going to|shall)\b", r"(?:this|that) (?:short |long )?essay\b",
     r"(?:this|these|the) \d+ words", r"the readers?\b", r"as the story (?:unfold|unfolds|unfolded|went|goes|began)\b",
     r"the story (?:left|had left|leaves|was about|is about|marked|ended with|had taken|took a)\b",
+    # the narration reporting the plot's progress ("The story had just taken a turning point", "The story of two rival
+    # bakers in a mountain village has now reached a tantalizing crossroads")
+    r"the story (?:of (?:[\w'-]+ ){1,10})?(?:has|had) (?:just |now |already )*(?:taken|reached|come to) (?:a |an |its "
+    r"|the )?(?:[\w-]+ )?(?:turning point|crossroads|climax|twist|turn|end|conclusion|peak)\b",
     r"let'?s (?:start|begin|discuss|look|dive|explore|take a look|talk|move on|break)\b",
     r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
     r"detailed|short|long|well)",

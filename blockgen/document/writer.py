@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from pydantic import ConfigDict, Field, field_validator
 
-from blockgen.document.cleanup import Novelty, clean_paragraph
+from blockgen.document.cleanup import Novelty, clean_paragraph, unquoted
 from blockgen.document.context import Brief, ContextBudget, assemble, instruction, request_head
 from blockgen.document.metrics import (echo_share, first_person_share, judge_perplexities, meta_phrases,
                                        self_repetition, words_of)
@@ -185,6 +185,13 @@ def _trim_to_words(text: str, words: int) -> str:
         clause = max(cut.rfind(", "), cut.rfind("; "), cut.rfind(": "))
         result = (cut[:clause] if clause > len(cut) // 3 else cut).rstrip(",;:-– ") + "."
     return result
+
+
+def _fitted(text: str, words: int, *, report: bool, repair: bool) -> str:
+    """The cleaned paragraph cut to about `words` (_trim_to_words); with `repair` (full cleanup), a quotation the
+    cut left open loses its opening mark, as cleanup drops a mark that opens nothing."""
+    text = _trim_to_words(text, words)
+    return unquoted(text, whole=report) if repair else text
 
 
 def flawed(text: str, raw: str, kind: str) -> bool:
@@ -434,9 +441,10 @@ class Writer:
                 seed = _paragraph_seed(doc.request.seed, index, attempt + draw * cfg.max_attempts)
                 batch = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
                 results += batch
-                texts += [_trim_to_words(clean_paragraph(r.text, written.copy(), repeats_only=cfg.cleanup == "repeats",
-                                                         first_person=doc.request.kind != "report"),
-                                         keep_words) for r in batch]
+                texts += [_fitted(clean_paragraph(r.text, written.copy(), repeats_only=cfg.cleanup == "repeats",
+                                                  first_person=doc.request.kind != "report"),
+                                  keep_words, report=doc.request.kind == "report", repair=cfg.cleanup != "repeats")
+                          for r in batch]
                 best, on_plan = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words,
                                             section_so_far, doc.request.kind)
                 if draw:

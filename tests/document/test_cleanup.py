@@ -57,6 +57,15 @@ def test_a_run_on_is_cut_at_a_clause_not_mid_word_run():
     assert _trim_to_words("One. Two three four.", 3) == "One."
 
 
+def test_a_quotation_the_cut_leaves_open_loses_its_mark():
+    from blockgen.document.writer import _fitted
+
+    text = '"The sun was setting over the mountains. The market had begun. Then she said the words." He smiled.'
+    assert _fitted(text, 14, report=False, repair=True) == "The sun was setting over the mountains. The market had begun."
+    assert _fitted(text, 14, report=False, repair=False).startswith('"The sun')  # cleanup="repeats" keeps it
+    assert _fitted(text, 40, report=False, repair=True) == text  # nothing cut: the quotation closes
+
+
 def test_a_sentence_reading_back_the_sections_goal_is_dropped():
     """The writer counts the section's goal as written, so an echo of the request is dropped as a repeat."""
     goal = "The history of how tides work: who first studied it, in which century, and the early ideas."
