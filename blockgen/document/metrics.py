@@ -71,6 +71,7 @@ META_PATTERNS = (
     # bakers in a mountain village has now reached a tantalizing crossroads")
     r"the story (?:of (?:[\w'-]+ ){1,10})?(?:has|had) (?:just |now |already )*(?:taken|reached|come to) (?:a |an |its "
     r"|the )?(?:[\w-]+ )?(?:turning point|crossroads|climax|twist|turn|end|conclusion|peak)\b",
+    r"the story (?:went|goes|then went) on to (?:explore|tell|describe|show|discuss|explain)\b",
     r"let'?s (?:start|begin|discuss|look|dive|explore|take a look|talk|move on|break)\b",
     r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
     r"detailed|short|long|well)",

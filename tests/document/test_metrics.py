@@ -133,7 +133,8 @@ def test_text_that_describes_itself_is_meta():
             "The paragraphs were reorganized to read better.", "Do not repeat a sentence.",
             "This chapter illustrates the impact of the printing press.",
             "The story had just taken a turning point by the arrival of Ashwood.",
-            "The story of two rival bakers in a mountain village has now reached a tantalizing crossroads."]
+            "The story of two rival bakers in a mountain village has now reached a tantalizing crossroads.",
+            "The story went on to explore the concept of peace."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -145,7 +146,8 @@ def test_text_that_describes_itself_is_meta():
              "The original press was made of wood.", "Do not swim when the tide turns.",
              "The report should have reached the harbour by noon, she thought.",
              "The chart is easy to read at night.", "The storm continues through the night.",
-             "The story of the flood had reached every village by spring.", "Her story had begun in a fishing town."]
+             "The story of the flood had reached every village by spring.", "Her story had begun in a fishing town.",
+             "The story went on for hours by the fire."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
