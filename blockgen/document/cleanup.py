@@ -53,7 +53,10 @@ ECHO_WORDS = 5  # a sentence this short with no content word beyond the last few
 _QUOTES = re.compile("[\"“”]")
 _FUNCTION = frozenset("a an and the of in on to for with by at from its it is are was were be as or so but that this "
                       "these those then than there their they he she his her him you your i we our us my me not no "
-                      "also just very can could would will had has have do did one".split())
+                      "also just very can could would will had has have do did one who what when where which why how"
+                      .split())
+# a label before a colon at a sentence's start ("The early ideas: What had been created...")
+_LABEL = re.compile(r"^([A-Z][\w'-]*(?: [\w'-]+){0,4}):\s+(?=\S)")
 
 
 def norm(sentence: str) -> str:
@@ -104,10 +107,16 @@ class Novelty:
         self.phrases |= _phrases(key)
         self.recent = [*self.recent, _content(key)][-_RECENT:]
 
+    def asked(self, text: str) -> bool:
+        """Whether every content word of `text` (at least one) is in what was asked (the pinned lines)."""
+        words = _content(norm(text))
+        return bool(words) and words <= frozenset().union(*self.pinned)
+
     def is_repeat(self, sentence: str) -> bool:
         """Written before: word for word, with at least `overlap` of its 4-grams, sharing an 8-word phrase, or, for
         one of the last few sentences or a pinned one, with most of its content words (at least three of them); or a
-        short sentence (ECHO_WORDS, outside dialogue) whose every content word those sentences already said."""
+        short sentence (ECHO_WORDS) or a question, outside dialogue, whose every content word those sentences already
+        said."""
         key = norm(sentence)
         if key in self.keys or _phrases(key) & self.phrases:
             return True
@@ -116,9 +125,9 @@ class Novelty:
             return True
         words = _content(key)
         near = self.recent + self.pinned
-        if words and len(key.split()) <= ECHO_WORDS and not _QUOTES.search(sentence) and words <= frozenset().union(
-                *near):
-            return True
+        if words and (len(key.split()) <= ECHO_WORDS or sentence.rstrip().endswith("?")) and \
+                not _QUOTES.search(sentence) and words <= frozenset().union(*near):
+            return True  # a short echo, or a question asking back what was asked ("Who first studied it, and when?")
         return len(words) >= 3 and any(len(words & other) >= _CONTAINED * len(words) for other in near)
 
 
@@ -157,8 +166,9 @@ def _junk(sentence: str) -> bool:
 
 
 # a sentence end inside what split_sentences keeps as one sentence ("...changed Europe. this innovation..."): after a word
-# of three letters or more that is not an abbreviation
-_LOWER_START = re.compile(r"(?:^|(?<=[A-Za-z]{3})(?<!etc)[.!?][\"”’)]?\s+)([a-z])(?![A-Z])")
+# of three letters or more that is not an abbreviation; not a question or exclamation's closing quote, where a
+# dialogue tag follows ('"Who is there?" she asked')
+_LOWER_START = re.compile(r"(?:^|(?<=[A-Za-z]{3})(?<!etc)(?:[.!?]\)?|\.[\"”’])\s+)([a-z])(?![A-Z])")
 
 
 def _capitalized(sentence: str) -> str:
@@ -183,6 +193,10 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
         if not repeats_only:
             sentence = " ".join(_LEADER.sub("", _MARKERS.sub(" ", sentence)).split())
             sentence = _ECHO.sub(r"\1", _STUTTER.sub(r"\1", sentence))
+            label = _LABEL.match(sentence)
+            if label and novelty.asked(label.group(1)):  # the goal's words as a label: "The early ideas: What..."
+                sentence = sentence[label.end():]
+                sentence = sentence[:1].upper() + sentence[1:]
             sentence = _capitalized(sentence)
             low = sentence.lower()
             if _junk(sentence) or _COUNT.match(sentence) or any(label in low for label in PROMPT_LABELS):

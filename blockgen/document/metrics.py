@@ -72,6 +72,10 @@ META_PATTERNS = (
     r"the story (?:of (?:[\w'-]+ ){1,10})?(?:has|had) (?:just |now |already )*(?:taken|reached|come to) (?:a |an |its "
     r"|the )?(?:[\w-]+ )?(?:turning point|crossroads|climax|twist|turn|end|conclusion|peak)\b",
     r"the story (?:went|goes|then went) on to (?:explore|tell|describe|show|discuss|explain)\b",
+    # a report reviewing itself ("one of the highlights of the report", "In a report on the printing press, there
+    # are several key points", "The last point was about the lesson")
+    r"highlights? of (?:the|this) (?:report|story|essay|article)\b", r"(?:^|(?<=[.!?] ))in a (?:report|story|essay|article) (?:on|about)\b",
+    r"the (?:last|first|next|final|second|third) point (?:was|is|will be) about\b",
     r"let'?s (?:start|begin|discuss|look|dive|explore|take a look|talk|move on|break)\b",
     r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
     r"detailed|short|long|well)",

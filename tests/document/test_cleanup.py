@@ -66,6 +66,19 @@ def test_a_quotation_the_cut_leaves_open_loses_its_mark():
     assert _fitted(text, 40, report=False, repair=True) == text  # nothing cut: the quotation closes
 
 
+def test_the_goal_asked_back_or_used_as_a_label_goes():
+    """What a report's Background read back: the goal as a question, and the goal's words as a label."""
+    goal = "The history: who first studied it, in which century, and the early ideas."
+    text = ("Who first studied it, and when? The answer lies in the work of early astronomers. The early ideas: what "
+            "had been written by sailors was collected in almanacs. The first instrument to print: a press of wood.")
+    assert clean_paragraph(text, Novelty(pinned=[goal]), first_person=False) == (
+        "The answer lies in the work of early astronomers. What had been written by sailors was collected in almanacs. "
+        "The first instrument to print: a press of wood.")
+    # a question of the story's own, or one in dialogue, stays
+    story = 'Who had studied the old maps first? "Who first studied it, and when?" she asked.'
+    assert clean_paragraph(story, Novelty(pinned=[goal])) == story
+
+
 def test_a_sentence_reading_back_the_sections_goal_is_dropped():
     """The writer counts the section's goal as written, so an echo of the request is dropped as a repeat."""
     goal = "The history of how tides work: who first studied it, in which century, and the early ideas."

@@ -134,7 +134,10 @@ def test_text_that_describes_itself_is_meta():
             "This chapter illustrates the impact of the printing press.",
             "The story had just taken a turning point by the arrival of Ashwood.",
             "The story of two rival bakers in a mountain village has now reached a tantalizing crossroads.",
-            "The story went on to explore the concept of peace."]
+            "The story went on to explore the concept of peace.",
+            "In light of this, one of the highlights of the report is the example it sets.",
+            "In a report on the printing press, there are several key points that have been highlighted.",
+            "The last point was about the lesson to remember."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -147,7 +150,9 @@ def test_text_that_describes_itself_is_meta():
              "The report should have reached the harbour by noon, she thought.",
              "The chart is easy to read at night.", "The storm continues through the night.",
              "The story of the flood had reached every village by spring.", "Her story had begun in a fishing town.",
-             "The story went on for hours by the fire."]
+             "The story went on for hours by the fire.", "The highlights of the festival were the fireworks.",
+             "She wrote in a report about the harbour that the tide was late.",
+             "The last point of land was about a mile away."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
