@@ -191,12 +191,15 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
     sentences = split_sentences(text)
     for n, sentence in enumerate(sentences):
         if not repeats_only:
-            sentence = " ".join(_LEADER.sub("", _MARKERS.sub(" ", sentence)).split())
-            sentence = _ECHO.sub(r"\1", _STUTTER.sub(r"\1", sentence))
-            label = _LABEL.match(sentence)
+            sentence = " ".join(_MARKERS.sub(" ", sentence).split())
+            opening = sentence[:1] if sentence[:1] in ('"', "“") else ""  # a label inside a paragraph's quotes too
+            body = _LEADER.sub("", sentence[len(opening):])
+            label = _LABEL.match(body)
             if label and novelty.asked(label.group(1)):  # the goal's words as a label: "The early ideas: What..."
-                sentence = sentence[label.end():]
-                sentence = sentence[:1].upper() + sentence[1:]
+                body = body[label.end():]
+            if len(body) < len(sentence) - len(opening):  # a leader or label went: the rest starts the sentence
+                body = body[:1].upper() + body[1:]
+            sentence = _ECHO.sub(r"\1", _STUTTER.sub(r"\1", opening + body)) if body else ""
             sentence = _capitalized(sentence)
             low = sentence.lower()
             if _junk(sentence) or _COUNT.match(sentence) or any(label in low for label in PROMPT_LABELS):

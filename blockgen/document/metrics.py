@@ -76,6 +76,17 @@ META_PATTERNS = (
     # are several key points", "The last point was about the lesson")
     r"highlights? of (?:the|this) (?:report|story|essay|article)\b", r"(?:^|(?<=[.!?] ))in a (?:report|story|essay|article) (?:on|about)\b",
     r"the (?:last|first|next|final|second|third) point (?:was|is|will be) about\b",
+    # a report judging or steering its own writing (read in a vaccines report that turned into advice about itself:
+    # "The report goes on to explain how vaccines work, but the writer does not provide enough detail", "There are many
+    # ways to improve this report", "Well done, you've done it right")
+    r"the (?:report|essay|article|paper|text) (?:goes|went|then goes) on to\b",
+    r"the (?:report|story|essay|article|paper|text) (?:now )?(?:focuses|provides|turns|is designed to|is devoted to)\b",
+    r"the writer (?:does not|doesn't|did not|could|should|seems|missed|may|might|is focusing|fails)\b",
+    r"(?:improve|shorten|expand|revise|rewrite|edit) (?:this|the|your) (?:report|section|paragraph|essay|story|"
+    r"main findings|introduction|conclusion)\b", r"\bwell done\b[,!.]", r"you'?ve done it\b",
+    r"\babout \d{2,4} words\b", r"the outline (?:is|was|has been) (?:left|incomplete)\b",
+    r"paragraph (?:can|could|should) be added\b", r"(?:repeat|skip) the section\b", r"without (?:any |a )?heading\b",
+    r"the (?:final|last|previous|next) paragraph,? (?:focusing|focuses|goes|describes|explains)\b",
     r"let'?s (?:start|begin|discuss|look|dive|explore|take a look|talk|move on|break)\b",
     r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
     r"detailed|short|long|well)",

@@ -74,6 +74,11 @@ def test_the_goal_asked_back_or_used_as_a_label_goes():
     assert clean_paragraph(text, Novelty(pinned=[goal]), first_person=False) == (
         "The answer lies in the work of early astronomers. What had been written by sailors was collected in almanacs. "
         "The first instrument to print: a press of wood.")
+    # inside a paragraph wrapped in quotes too (a report's quotes go after)
+    intro = "The basics: a simple definition, the key terms, and a familiar example from daily life."
+    quoted = '"The basics: a simple definition: vaccines teach the body to know a germ. They are given as shots."'
+    assert clean_paragraph(quoted, Novelty(pinned=[intro]), first_person=False) == (
+        "A simple definition: vaccines teach the body to know a germ. They are given as shots.")
     # a question of the story's own, or one in dialogue, stays
     story = 'Who had studied the old maps first? "Who first studied it, and when?" she asked.'
     assert clean_paragraph(story, Novelty(pinned=[goal])) == story
@@ -160,7 +165,8 @@ def test_an_echo_of_the_request_is_dropped_as_a_repeat():
             "findings, Analysis, Conclusion. The tide rises twice a day as the moon pulls the sea.")
     kept = clean_paragraph(echo, Novelty([request_head(brief), instruction(brief, True)]))
     assert kept == "The tide rises twice a day as the moon pulls the sea."
-    assert clean_paragraph(echo, Novelty()).startswith("You")  # without the request's lines it stays
+    # without the request's lines the headings stay (the first sentence, with its word count, is meta anyway)
+    assert clean_paragraph(echo, Novelty()).startswith("Introduction, Background")
 
 
 def test_a_sentence_that_loops_on_one_phrase_is_dropped():

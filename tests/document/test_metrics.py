@@ -137,7 +137,15 @@ def test_text_that_describes_itself_is_meta():
             "The story went on to explore the concept of peace.",
             "In light of this, one of the highlights of the report is the example it sets.",
             "In a report on the printing press, there are several key points that have been highlighted.",
-            "The last point was about the lesson to remember."]
+            "The last point was about the lesson to remember.",
+            "The report goes on to explain how vaccines work.", "The report now focuses on how vaccines work.",
+            "The report is designed to highlight a specific aspect.",
+            "The writer does not provide enough detail to explain the mechanisms.",
+            "There are many ways to improve this report.", "You can choose to shorten the main findings section.",
+            "Well done, you've done it right.", "The most recent report, about 1500 words, is entitled Vaccines.",
+            "However, the outline is left incomplete.", "Another paragraph can be added.",
+            "So there is no need to repeat the section.", "It explains how vaccines work, but without any heading.",
+            "The final paragraph, focusing on the importance of resilience, goes into detail."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -152,7 +160,9 @@ def test_text_that_describes_itself_is_meta():
              "The story of the flood had reached every village by spring.", "Her story had begun in a fishing town.",
              "The story went on for hours by the fire.", "The highlights of the festival were the fireworks.",
              "She wrote in a report about the harbour that the tide was late.",
-             "The last point of land was about a mile away."]
+             "The last point of land was about a mile away.", "The writer Victor Hugo lived in exile on Guernsey.",
+             "Doctors revise the schedule every year.", "The trial enrolled about 1500 volunteers.",
+             "The report provided by the ministry was late.", "The final paragraph of the treaty was signed in 1648."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
