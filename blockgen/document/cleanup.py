@@ -53,8 +53,8 @@ ECHO_WORDS = 5  # a sentence this short with no content word beyond the last few
 _QUOTES = re.compile("[\"“”]")
 _FUNCTION = frozenset("a an and the of in on to for with by at from its it is are was were be as or so but that this "
                       "these those then than there their they he she his her him you your i we our us my me not no "
-                      "also just very can could would will had has have do did one who what when where which why how"
-                      .split())
+                      "also just very can could would will had has have do did one".split())
+_ASKING = frozenset("who what when where which why how".split())  # not content in a question asking back the goal
 # a label before a colon at a sentence's start ("The early ideas: What had been created...")
 _LABEL = re.compile(r"^([A-Z][\w'-]*(?: [\w'-]+){0,4}):\s+(?=\S)")
 
@@ -125,9 +125,12 @@ class Novelty:
             return True
         words = _content(key)
         near = self.recent + self.pinned
-        if words and (len(key.split()) <= ECHO_WORDS or sentence.rstrip().endswith("?")) and \
-                not _QUOTES.search(sentence) and words <= frozenset().union(*near):
-            return True  # a short echo, or a question asking back what was asked ("Who first studied it, and when?")
+        if not _QUOTES.search(sentence):
+            said = frozenset().union(*near)
+            if words and len(key.split()) <= ECHO_WORDS and words <= said:
+                return True  # a short echo
+            if sentence.rstrip().endswith("?") and words - _ASKING and words - _ASKING <= said:
+                return True  # a question asking back what was asked ("Who first studied it, and when?")
         return len(words) >= 3 and any(len(words & other) >= _CONTAINED * len(words) for other in near)
 
 

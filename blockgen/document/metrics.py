@@ -87,6 +87,9 @@ META_PATTERNS = (
     r"\babout \d{2,4} words\b", r"the outline (?:is|was|has been) (?:left|incomplete)\b",
     r"paragraph (?:can|could|should) be added\b", r"(?:repeat|skip) the section\b", r"without (?:any |a )?heading\b",
     r"the (?:final|last|previous|next) paragraph,? (?:focusing|focuses|goes|describes|explains)\b",
+    r"here(?:'s| is| are) (?:one|two|three|another) (?:paragraph|sentence|version|example of (?:a|the) report)\b",
+    r"this (?:report|essay|article) (?:is about|was written|only goes|covers)\b", r"the report (?:was|is) written by\b",
+    r"the report only goes\b", r"you'?ve (?:also |even )?shown\b", r"one-sentence (?:story|summary|answer)\b",
     r"let'?s (?:start|begin|discuss|look|dive|explore|take a look|talk|move on|break)\b",
     r"the (?:explanation|story|report|text|article|essay) is (?:very |quite |so )?(?:complex|concise|clear|simple|easy|"
     r"detailed|short|long|well)",

@@ -145,7 +145,10 @@ def test_text_that_describes_itself_is_meta():
             "Well done, you've done it right.", "The most recent report, about 1500 words, is entitled Vaccines.",
             "However, the outline is left incomplete.", "Another paragraph can be added.",
             "So there is no need to repeat the section.", "It explains how vaccines work, but without any heading.",
-            "The final paragraph, focusing on the importance of resilience, goes into detail."]
+            "The final paragraph, focusing on the importance of resilience, goes into detail.",
+            "Here is one paragraph explaining how vaccines are used in medicine.",
+            "This report is about how vaccines train the immune system.", "The report was written by Dr. John Smith.",
+            "You've shown it in medicine.", "It's a one-sentence story that highlights the science of vaccines."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -162,7 +165,8 @@ def test_text_that_describes_itself_is_meta():
              "She wrote in a report about the harbour that the tide was late.",
              "The last point of land was about a mile away.", "The writer Victor Hugo lived in exile on Guernsey.",
              "Doctors revise the schedule every year.", "The trial enrolled about 1500 volunteers.",
-             "The report provided by the ministry was late.", "The final paragraph of the treaty was signed in 1648."]
+             "The report provided by the ministry was late.", "The final paragraph of the treaty was signed in 1648.",
+             "Here is one of the oldest harbours in Europe.", "You've seen the tide come in."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
