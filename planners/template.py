@@ -57,13 +57,13 @@ def protagonist(topic: str) -> str:
         following = words[i + 1].lower() if i + 1 < len(words) else ""
         verb_like = (phrase and len(phrase) > (phrase[0].lower() in _DETERMINERS) and bare.endswith("s")
                      and not bare.endswith(("'s", "ss", "us", "is")) and following in _OBJECT_STARTS)
-        if bare in _PHRASE_ENDS or verb_like or word.endswith((",", ";", ":")):
-            if word.endswith((",", ";", ":")) and not (bare in _PHRASE_ENDS or verb_like):
-                phrase.append(word.rstrip(",;:"))
+        if bare in _PHRASE_ENDS or verb_like:
             break
-        phrase.append(word)
+        phrase.append(word.rstrip(",;:"))
+        if word.endswith((",", ";", ":")):  # "a dog, a cat and a mouse" -> "a dog"
+            break
     else:
-        if len(words) > 6 or not phrase:
+        if len(words) > 6:
             return MAIN_CHARACTER
     if not phrase or len(phrase) > 5 or (len(phrase) == 1 and phrase[0].lower() in _DETERMINERS):
         return MAIN_CHARACTER

@@ -74,7 +74,8 @@ META_PATTERNS = (
     r"the story (?:went|goes|then went) on to (?:explore|tell|describe|show|discuss|explain)\b",
     # a report reviewing itself ("one of the highlights of the report", "In a report on the printing press, there
     # are several key points", "The last point was about the lesson")
-    r"highlights? of (?:the|this) (?:report|story|essay|article)\b", r"(?:^|(?<=[.!?] ))in a (?:report|story|essay|article) (?:on|about)\b",
+    r"highlights? of (?:the|this) (?:report|story|essay|article)\b",
+    r"(?:^|(?<=[.!?] ))in a (?:report|story|essay|article) (?:on|about)\b",
     r"the (?:last|first|next|final|second|third) point (?:was|is|will be) about\b",
     # a report judging or steering its own writing (read in a vaccines report that turned into advice about itself:
     # "The report goes on to explain how vaccines work, but the writer does not provide enough detail", "There are many
