@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import blockgen
-from blockgen.adapt.lookahead import lookahead
+from blockgen.adapt.lookahead import draft_runs, lookahead
 from blockgen.document.metrics import distinct_n
 
 # Held out from the adaptation prompt set (other topics, other phrasings).
@@ -106,7 +106,7 @@ def main() -> None:
 
     base = blockgen.load(args.base, device=args.device)
     adapted = blockgen.load(args.model, device=args.device)
-    if adapted.family.attention.value == "causal":
+    if adapted.family.attention.value == "causal" and not adapted.family.gated:
         parser.error(f"{args.model} is a causal model: adapt it first (blockgen adapt) or pass an adapter directory")
     prompts = list(PROMPTS[: args.prompts])
     print(f"device {base.device} {str(base.dtype).removeprefix('torch.')}; {len(prompts)} prompts, "
@@ -124,11 +124,16 @@ def main() -> None:
     for r in rows:
         print(f"  {r['row']}: {r['sample']!r}")
     # how far ahead the adapted model sees on the base's own answers (what tokens per forward follows)
-    seen = lookahead(adapted, ar.pop("answers"), threshold=args.threshold)
+    answers = ar.pop("answers")
+    seen = lookahead(adapted, answers, threshold=args.threshold)
     print(f"lookahead on the AR row's answers (block {adapted.family.block_size}): offset, positions, right, "
           f"confident (> {args.threshold}), right among confident")
     for o in seen:
         print(f"  {o.offset:2d} {o.positions:6d} {o.right:6.3f} {o.confident:6.3f} {o.confident_right:6.3f}")
+    runs = draft_runs(adapted, answers, threshold=args.threshold) if adapted.family.gated else None
+    if runs is not None:  # a gated adapter keeps the drafts the base agrees with: the run from offset 2 on
+        print("drafts kept a forward (right and confident from offset 2 on), share of blocks: "
+              + ", ".join(f"{run}: {share:.3f}" for run, share in runs.items()))
     for r in rows:
         r.pop("answers", None)
     speed_gate = 2.0 if base.device.type == "cuda" else 1.5
@@ -146,7 +151,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"device": str(base.device), "dtype": str(base.dtype), "settings": vars(args)
                                          | {"json": str(args.json)}, "rows": rows, "gates": verdicts,
-                                         "lookahead": [o.as_dict() for o in seen]}, indent=2))
+                                         "lookahead": [o.as_dict() for o in seen], "draft_runs": runs}, indent=2))
     if args.record:
         record_metrics(adapted.path, rows, base.device, args)
 

@@ -4,7 +4,9 @@ held-out prompts of default_model.py, scored by blockgen.adapt.lookahead for eac
 Per model and offset ahead of a block's next position (1 = the next one): the share of positions whose most likely
 token is the base's, the share confident above the threshold, and the share right among those; and an estimate of
 tokens per forward, 1 + the confident shares of offsets 2 and up (a threshold decode commits the next position and
-every other one it is sure of; on the model's own samples the measured figure runs lower). Greedy reference text
+every other one it is sure of; on the model's own samples the measured figure runs lower); for a gated drafting
+adapter, 1 + the mean run of drafts right and confident from offset 2 on (what its loop keeps a forward while it
+has drafts at hand). Greedy reference text
 makes it deterministic, so it moves with training long before tokens per forward on a few sampled prompts does.
 
 Usage: python benchmarks/lookahead.py ADAPTER [ADAPTER ...] [--base default-ar] [--prompts 12] [--tokens 160]
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 
 import blockgen
-from blockgen.adapt.lookahead import lookahead
+from blockgen.adapt.lookahead import draft_runs, lookahead
 
 sys.path.insert(0, str(Path(__file__).parent))
 from default_model import PROMPTS  # noqa: E402  (the held-out prompts)
@@ -50,6 +52,10 @@ def main() -> None:
         rows = lookahead(lm, texts, threshold=args.threshold)
         estimate = 1 + sum(o.confident for o in rows if o.offset > 1)
         found[name] = {"offsets": [o.as_dict() for o in rows], "tokens_per_forward_estimate": estimate}
+        if lm.family.gated:  # drafts are kept while right and sure: 1 + the mean run (when drafts are at hand)
+            runs = draft_runs(lm, texts, threshold=args.threshold)
+            estimate = 1 + sum(run * share for run, share in runs.items())
+            found[name] |= {"draft_runs": runs, "tokens_per_forward_estimate": estimate}
         cells = "  ".join(f"{o.offset}: {o.right:.3f} / {o.confident:.3f} / {o.confident_right:.2f}"
                           for o in rows[: args.offsets])
         print(f"{name}\n  {cells}\n  estimated tokens/forward {estimate:.2f}", flush=True)

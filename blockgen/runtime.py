@@ -319,7 +319,7 @@ def load(
     if quantize == "auto":
         quantize = auto_quantize(resolved_device, resolved_dtype)
     adapter = _adapter_for(name_or_path)
-    low_rank = None  # an unmerged adapter's terms, for a quantized base
+    low_rank, gated = None, False  # an unmerged adapter's terms, for a quantized base; a gated adapter
     if adapter is not None:
         from blockgen.loading.adapter import apply_adapter, read_adapter_config
 
@@ -328,7 +328,12 @@ def load(
         model, raw = load_decoder(directory, device=resolved_device, dtype=resolved_dtype, ntk_factor=ntk_factor)
         # quantized: the adapter stays an exact low-rank term beside the rounded base (merged first, most of its
         # small update would vanish in the rounding)
-        low_rank = apply_adapter(model, adapter, adapter_config, merge=quantize is None)
+        gated = adapter_config["blockgen"].get("gated") is True  # drafts at mask positions only: never merged
+        low_rank = apply_adapter(model, adapter, adapter_config, merge=quantize is None and not gated)
+        if gated and quantize is None:
+            from blockgen.models.quant import attach_low_rank
+
+            attach_low_rank(model, low_rank)
         raw = dict(raw, blockgen=adapter_config["blockgen"])
     else:
         directory = checkpoint_dir(name_or_path)
@@ -336,7 +341,7 @@ def load(
     if quantize is not None:
         from blockgen.models.quant import quantize_decoder
 
-        quantize_decoder(model, quantize, low_rank)
+        quantize_decoder(model, quantize, low_rank, gated=gated)
     tokenizer = _load_tokenizer(directory)
     family = family_from_config(raw, tokenizer, directory / "config.json")
     return LoadedModel(

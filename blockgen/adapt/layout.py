@@ -19,6 +19,13 @@ the block size, so a row's block boundaries are each segment's own.
 Targets: with a logit shift (Fast-dLLM v2, AR bases) token i is predicted from position i-1: the noisy copy's i-1
 inside a block, the clean copy's i-1 for a block's first token (the last position of the finished block before it,
 which is where the decode loop reads that prediction). Without a shift, from the noisy copy's position i.
+
+The gated layout (`gated_batch`, for a drafting adapter: blockgen.models.gate, blockgen.engine.drafting) keeps the
+base exact: the clean copy is causal and its positions never open the adapter's gate, so it is the base's own pass;
+the noisy copy masks every maskable position, and a mask in block b sees the clean keys before b, the clean keys of
+b's unmasked positions (a prompt's tail) and the masks of b. Only masks open the gate, and each mask at position i
+is trained to draft token i + 1, the token after the one the base writes next: exactly what the drafting loop asks
+of the masks it appends after its last token.
 """
 
 from __future__ import annotations
@@ -107,7 +114,8 @@ class TrainingBatch:
     target_rows: torch.Tensor  # (N,) row of each supervised token
     target_cols: torch.Tensor  # (N,) index in the 2L stream of the hidden state that predicts it
     targets: torch.Tensor  # (N,) the clean token ids
-    masked: torch.Tensor  # (2B, L) which positions were masked
+    masked: torch.Tensor  # (2B, L) which positions were masked ((B, L) in the gated layout)
+    gate: torch.Tensor | None = None  # (rows, 2L) where a gated adapter applies (the gated layout's masks)
 
     @property
     def tokens(self) -> int:
@@ -158,4 +166,66 @@ def build_batch(
         target_cols=index[cols],
         targets=clean[rows, cols],
         masked=masked,
+    )
+
+
+def gated_mask(masked: torch.Tensor, block_size: int, valid: torch.Tensor,
+               segments: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1, 2L, 2L) bool attention mask of the gated layout over [noisy | clean] (see the module's docstring).
+    masked: (B, L) the noisy copy's mask positions; valid: (B, L) False for padding."""
+    if block_size < 1:
+        raise InvalidArgumentError("block_size", block_size, "must be >= 1")
+    b, length = masked.shape
+    i = torch.arange(length, device=masked.device)
+    block = i // block_size
+    same_block = block[:, None] == block[None, :]  # (L, L)
+    before_block = i[None, :] < (block * block_size)[:, None]
+    noisy_clean = before_block[None] | (same_block[None] & ~masked[:, None, :])
+    noisy_noisy = (same_block[None] & masked[:, None, :]) | torch.eye(length, dtype=torch.bool, device=masked.device)
+    clean_clean = (i[None, :] <= i[:, None])[None].expand(b, length, length)
+    clean_noisy = torch.zeros(b, length, length, dtype=torch.bool, device=masked.device)
+    mask = torch.cat([torch.cat([noisy_noisy.expand(b, -1, -1), noisy_clean.expand(b, -1, -1)], 2),
+                      torch.cat([clean_noisy, clean_clean], 2)], 1)
+    if segments is not None:
+        both = torch.cat([segments, segments], 1)
+        mask = mask & (both[:, :, None] == both[:, None, :])
+    both = torch.cat([valid, valid], 1)
+    mask = (mask & both[:, None, :]) | ~both[:, :, None]
+    return mask[:, None]
+
+
+def gated_batch(
+    ids: torch.Tensor,
+    valid: torch.Tensor,
+    maskable: torch.Tensor,
+    *,
+    block_size: int,
+    mask_token_id: int,
+    positions: torch.Tensor | None = None,
+    segments: torch.Tensor | None = None,
+) -> TrainingBatch:
+    """The gated layout's batch for clean rows `ids` (B, L): one noisy copy with every maskable position masked,
+    the [noisy | clean] stream, `gate` open at the masks, and as targets each mask's next token (where that one is
+    maskable too: a mask drafts only answer tokens)."""
+    if ids.shape != valid.shape or ids.shape != maskable.shape:
+        raise InvalidArgumentError("ids", tuple(ids.shape), "ids, valid and maskable must have one shape")
+    b, length = ids.shape
+    maskable = maskable & valid
+    maskable[:, 0] = False  # a mask drafts after a token the base wrote: never at a row's first position
+    noisy = torch.where(maskable, torch.full_like(ids, mask_token_id), ids)
+    if positions is None:
+        positions = torch.arange(length, device=ids.device).repeat(2)[None].expand(b, 2 * length)
+    else:
+        positions = torch.cat([positions, positions], 1)
+    drafts = maskable[:, :-1] & maskable[:, 1:]  # a mask at i whose next token i + 1 is an answer token
+    rows, cols = drafts.nonzero(as_tuple=True)
+    return TrainingBatch(
+        input_ids=torch.cat([noisy, ids], 1),
+        positions=positions,
+        attn_mask=gated_mask(maskable, block_size, valid, segments),
+        target_rows=rows,
+        target_cols=cols,
+        targets=ids[rows, cols + 1],
+        masked=maskable,
+        gate=torch.cat([maskable, torch.zeros_like(maskable)], 1),
     )

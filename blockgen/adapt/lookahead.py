@@ -9,6 +9,11 @@ positions committed and the rest masked, for every c; each masked position is sc
 
 One forward per cut scores every block of a text at once, in the training layout (a noisy copy whose blocks see the
 clean copy of the blocks before them), so it is exactly what the cached decode loop computes.
+
+A gated drafting adapter (blockgen.engine.drafting) is scored in its own layout, one forward a text: offset 1 is the
+base's next token (the clean copy's prediction), offsets 2 .. S + 1 the drafts of a block's S masks. Its loop keeps a
+draft only where the base writes the same token, so what it gains a forward is the run of drafts right and confident
+from offset 2 on: `draft_runs` counts those runs.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from blockgen.adapt.layout import predictor_index, training_mask
+from blockgen.adapt.layout import gated_batch, predictor_index, training_mask
 from blockgen.errors import InvalidArgumentError
 
 
@@ -40,6 +45,8 @@ def lookahead(lm, texts: list[tuple[list[int], list[int]]], *, threshold: float 
     ids) pairs; block_size: the model's own by default."""
     size = block_size or lm.family.block_size
     mask_id = lm.family.mask_token_id
+    if lm.family.gated:
+        return _gated(lm, texts, threshold, size)[0]
     if mask_id is None or lm.family.attention.value != "block_causal":
         raise InvalidArgumentError("lm", str(lm.path), "is not a block-causal model with a mask token (what "
                                    "lookahead scores: an adapted model, a BD3-LM / SDAR / Fast-dLLM v2 checkpoint)")
@@ -72,3 +79,50 @@ def lookahead(lm, texts: list[tuple[list[int], list[int]]], *, threshold: float 
                 counts[:, name].index_add_(0, offset, values.double().cpu())
     return [Offset(k, int(n), r / n, c / n, both / c if c else float("nan"))
             for k, (n, r, c, both) in enumerate(counts.tolist()) if k and n]
+
+
+def draft_runs(lm, texts: list[tuple[list[int], list[int]]], *, threshold: float = 0.9,
+               block_size: int | None = None) -> dict[int, float]:
+    """A gated adapter's drafts as its loop keeps them: {run length: share of blocks} where run length counts the
+    drafts from offset 2 on that are confident and right, up to the first that is not."""
+    if not lm.family.gated:
+        raise InvalidArgumentError("lm", str(lm.path), "is not a gated drafting adapter")
+    return _gated(lm, texts, threshold, block_size or lm.family.block_size)[1]
+
+
+@torch.no_grad()
+def _gated(lm, texts, threshold: float, size: int) -> tuple[list[Offset], dict[int, float]]:
+    if not 0.0 < threshold <= 1.0:
+        raise InvalidArgumentError("threshold", threshold, "must be in (0, 1]")
+    counts = torch.zeros(size + 2, 4, dtype=torch.float64)
+    runs: dict[int, int] = {}
+    decoder = lm.model
+    for prompt, completion in texts:
+        ids = torch.tensor([list(prompt) + list(completion)], device=lm.device)
+        length = ids.shape[1]
+        first, last = -(-len(prompt) // size), (length - 1) // size  # whole blocks inside, with one token after
+        if last <= first:
+            continue
+        maskable = torch.zeros_like(ids, dtype=torch.bool)
+        maskable[:, len(prompt):] = True
+        batch = gated_batch(ids, torch.ones_like(maskable), maskable, block_size=size,
+                            mask_token_id=lm.family.mask_token_id)
+        hidden = decoder.hidden_states(batch.input_ids, positions=batch.positions, attn_mask=batch.attn_mask,
+                                       lora_gate=batch.gate)[0]
+        for block in range(first, last):
+            start = block * size
+            rows = torch.cat([torch.tensor([length + start - 1]), torch.arange(start, start + size)]).to(lm.device)
+            probs = decoder.logits(hidden[rows]).float().softmax(-1)
+            top, picked = probs.max(-1)
+            reference = ids[0, start : start + size + 1]
+            keep = min(size + 1, length - start)
+            right, sure = (picked == reference)[:keep], (top > threshold)[:keep]
+            for name, values in enumerate((torch.ones_like(right), right, sure, right & sure)):
+                counts[1 : keep + 1, name] += values.double().cpu()
+            good = (right & sure)[1:].tolist()
+            run = next((j for j, ok in enumerate(good) if not ok), len(good))
+            runs[run] = runs.get(run, 0) + 1
+    total = sum(runs.values()) or 1
+    offsets = [Offset(k, int(n), r / n, c / n, both / c if c else float("nan"))
+               for k, (n, r, c, both) in enumerate(counts.tolist()) if k and n]
+    return offsets, {run: n / total for run, n in sorted(runs.items())}

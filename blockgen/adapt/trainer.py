@@ -31,9 +31,10 @@ from torch import nn
 from blockgen.adapt.card import write_card
 from blockgen.adapt.data import (Example, collate, collate_packed, distill, examples_from_files, load_examples, pack,
                                  prompt_set, save_examples)
-from blockgen.adapt.layout import TrainingBatch, build_batch
+from blockgen.adapt.layout import TrainingBatch, build_batch, gated_batch
 from blockgen.errors import InvalidArgumentError
 from blockgen.loading import adapter as adapter_io
+from blockgen.models.gate import gate_peft_layers
 from blockgen.options import Options
 
 _MASK_NAMES = ("<|mask|>", "<|MASK|>", "|<MASK>|", "<|mdm_mask|>", "<mask>", "[MASK]")
@@ -75,6 +76,9 @@ class AdaptConfig(Options):
     certainty: float = Field(0.0, ge=0.0, description="weight of the entropy of the masked positions the model "
                              "already predicts right (certainty forcing, after dParallel): confident where it is "
                              "right, so a confidence threshold commits more tokens a forward")
+    gated: bool = Field(False, description="a drafting adapter: LoRA applied at mask positions only, the base's "
+                        "own causal pass everywhere else, each mask trained to draft the token after the base's next "
+                        "one (blockgen.engine.drafting decodes with it; the base's text is kept exactly)")
     adapter_dtype: Literal["float32", "bfloat16"] = Field("float32", description="LoRA weights as saved (bfloat16 "
                                                                     "halves the adapter's size)")
     init_from: str | None = Field(None, description="an adapter directory (LoRA of the same rank and mask token) "
@@ -99,6 +103,12 @@ class AdaptConfig(Options):
         config = super().build(**options)
         if not config.data and not config.distill:
             raise InvalidArgumentError("data", config.data, "give text files (data) or a number of prompts (distill)")
+        if config.gated and (config.lora_rank is None or not config.logit_shift):
+            raise InvalidArgumentError("gated", True, "a gated adapter is a LoRA (lora_rank) over a shifted base "
+                                       "(logit_shift)")
+        if config.gated and (config.suffix_share or config.certainty):
+            raise InvalidArgumentError("gated", True, "the gated layout masks every answer token; suffix_share and "
+                                       "certainty belong to the block-causal one")
         if config.pack and config.seq_len % math.lcm(*config.block_sizes):
             raise InvalidArgumentError("seq_len", config.seq_len, "packing needs a multiple of "
                                        f"{math.lcm(*config.block_sizes)} (the block sizes' least common multiple)")
@@ -175,7 +185,7 @@ class Trainee(nn.Module):
         else:
             embed = embed.masked_scatter(is_mask, row + noise.to(embed.dtype))
         hidden = self.decoder.hidden_states(batch.input_ids, positions=batch.positions, attn_mask=batch.attn_mask,
-                                            inputs_embeds=embed)
+                                            inputs_embeds=embed, lora_gate=batch.gate)
         picked = hidden[batch.target_rows, batch.target_cols]
         logits = self.decoder.logits(picked).float()
         count = max(1, batch.tokens)
@@ -382,8 +392,10 @@ def _dataset(run: _Run, config: AdaptConfig, lm, on_progress) -> list[Example]:
 
 def _export(run: _Run, config: AdaptConfig, trainee: Trainee, lm, mask: tuple[str, int], record: dict) -> None:
     """Write the loadable model: the adapter directory (LoRA) or a full checkpoint (full fine-tuning)."""
-    family = {"attention": "block_causal", "logit_shift": config.logit_shift,
+    family = {"attention": "causal" if config.gated else "block_causal", "logit_shift": config.logit_shift,
               "block_size": config.target_block_size, "mask_token_id": mask[1]}
+    if config.gated:
+        family["gated"] = True
     mask_row = trainee.mask_embedding.detach().float().cpu()
     write_card(run.out, config.base, family, record)
     if config.lora_rank is not None:
@@ -500,6 +512,8 @@ def adapt(
         with torch.random.fork_rng(devices=[]):  # LoRA's A matrices start from the run's seed
             torch.manual_seed(config.seed)
             adapter_io.add_lora(decoder, config.lora_rank, config.lora_alpha or 2 * config.lora_rank)
+        if config.gated:
+            gate_peft_layers(decoder, decoder.lora_gate)
         for p in decoder.parameters():  # trainable weights in float32 whatever the base's dtype
             if p.requires_grad:
                 p.data = p.data.float()
@@ -569,9 +583,14 @@ def adapt(
             rows = _examples_for_step(examples, step, config.batch_size, config.seed)[rank::world]
             ids, valid, maskable = collate(rows, config.seq_len, pad_id)
         generator = _step_generator(config.seed, step, rank)
-        batch = build_batch(ids.to(accelerator.device), valid.to(accelerator.device), maskable.to(accelerator.device),
-                            block_size=block, mask_token_id=mask[1], logit_shift=config.logit_shift,
-                            generator=generator, suffix_share=config.suffix_share, **extra)
+        if config.gated:
+            batch = gated_batch(ids.to(accelerator.device), valid.to(accelerator.device),
+                                maskable.to(accelerator.device), block_size=block, mask_token_id=mask[1], **extra)
+        else:
+            batch = build_batch(ids.to(accelerator.device), valid.to(accelerator.device),
+                                maskable.to(accelerator.device), block_size=block, mask_token_id=mask[1],
+                                logit_shift=config.logit_shift, generator=generator,
+                                suffix_share=config.suffix_share, **extra)
         sigma = config.mask_noise_at(step) * embed_std
         noise = None
         if sigma > 0:  # LLaDA2.0: each masked position gets its own noisy copy of the mask embedding early on

@@ -82,6 +82,7 @@ class StepEvent:
     committed: int  # masked positions filled, all rows together
     edited: int  # committed positions replaced (editing)
     stable: dict[int, list[int]] = field(default_factory=dict)  # row -> generated tokens that can no longer change
+    rows: list[int] | None = None  # the rows this pass ran (None: every row still decoding)
 
 
 @dataclass
@@ -639,6 +640,14 @@ def decode(
     (len(prompts), then on) and decode as they would alone; the batch stays within `join_width` columns (default the
     trained context plus one block).
     """
+    if family.gated:  # a drafting adapter: the base writes, the masks draft (blockgen.engine.drafting)
+        from blockgen.engine.drafting import draft_decode
+
+        if join is not None:
+            raise InvalidArgumentError("join", "rows joining", "a gated adapter's drafting loop decodes its rows "
+                                       "one after another; rows cannot join it")
+        yield from draft_decode(model, family, prompts, settings, stop_check)
+        return
     settings.attention_block = attention_block(family, settings.block_size, settings.attention_block)
     unit = max(settings.block_size, settings.attention_block or 1)  # the span a forward must cover
     _check(model, family, prompts, settings, unit)

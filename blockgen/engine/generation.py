@@ -175,7 +175,7 @@ def stream(
     for event in decode(model, family, scheduler, prompts, settings, stop_check):
         now = time.perf_counter() - start
         if isinstance(event, StepEvent):
-            for row in live:
+            for row in live if event.rows is None else event.rows:
                 stats[row].forward_passes += 1
                 stats[row].forward_tokens += event.forward_tokens
                 stats[row].seconds = now

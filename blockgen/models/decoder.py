@@ -14,6 +14,7 @@ from blockgen.errors import InvalidArgumentError
 from blockgen.models.attention import CAUSAL, DENSE, Attention, build_mask, structural_mask
 from blockgen.models.cache import KVCache
 from blockgen.models.config import ModelConfig
+from blockgen.models.gate import LoraGate
 from blockgen.models.rope import RotaryEmbedding, apply_rotary, ntk_factor_for
 
 
@@ -125,6 +126,7 @@ class Decoder(nn.Module):
         if not cfg.tie_word_embeddings:
             self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.rope = RotaryEmbedding(cfg.head_dim, cfg.rope_theta, ntk_factor)
+        self.lora_gate = LoraGate()  # read by gated adapter terms (blockgen.models.gate); unset: none applies
 
     @property
     def device(self) -> torch.device:
@@ -160,6 +162,8 @@ class Decoder(nn.Module):
         token_mask: torch.Tensor | None = None,
         logits_at: torch.Tensor | None = None,
         ntk_factor: float | None = None,
+        attn_mask: torch.Tensor | None = None,
+        lora_gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for input_ids (B, T); (B, N, V) for the N token indices in `logits_at` when given.
 
@@ -169,9 +173,11 @@ class Decoder(nn.Module):
         token_mask: (B, T) bool, False for padding tokens, which no query attends to.
         ntk_factor: this call's RoPE NTK factor (None: the model's own, 1.0 unless set at load); a cache must be
         read with the factor it was written with.
+        attn_mask, lora_gate: see `hidden_states`.
         """
         h = self.hidden_states(input_ids, positions=positions, attention=attention, cache=cache,
-                               write_cache=write_cache, token_mask=token_mask, ntk_factor=ntk_factor)
+                               write_cache=write_cache, token_mask=token_mask, ntk_factor=ntk_factor,
+                               attn_mask=attn_mask, lora_gate=lora_gate)
         if logits_at is not None:
             h = h[:, logits_at]
         return self.logits(h)
@@ -197,11 +203,14 @@ class Decoder(nn.Module):
         attn_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         ntk_factor: float | None = None,
+        lora_gate: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final normalised hidden states (B, T, H); `forward`'s arguments, plus two for training layouts:
+        """Final normalised hidden states (B, T, H); `forward`'s arguments, plus:
 
-        attn_mask: a (B, 1, T, T) bool mask (True = may attend) used instead of the one `attention` induces.
+        attn_mask: a (B, 1, T, S + T) bool mask (True = may attend) over the S cached keys (none padding) and the new
+        ones, used instead of the one `attention` induces.
         inputs_embeds: (B, T, H) input embeddings used instead of looking up input_ids.
+        lora_gate: (B, T) bool or 0/1, the positions where a gated adapter's terms apply (None: nowhere).
         """
         if input_ids.dim() != 2:
             raise InvalidArgumentError("input_ids", tuple(input_ids.shape), "must be (batch, tokens)")
@@ -216,8 +225,8 @@ class Decoder(nn.Module):
                 shape = structural_mask(attention, start, t)
         elif positions.shape != input_ids.shape:
             raise InvalidArgumentError("positions", tuple(positions.shape), f"must match input_ids {(b, t)}")
-        if attn_mask is not None and cache is not None:
-            raise InvalidArgumentError("attn_mask", tuple(attn_mask.shape), "is for cache-free passes")
+        if attn_mask is not None and cache is not None and cache.padded:
+            raise InvalidArgumentError("attn_mask", tuple(attn_mask.shape), "cannot describe a cache with padding")
         if cache is not None:
             cache.check_room(t if write_cache else 0, b)
         if attn_mask is not None:
@@ -233,8 +242,12 @@ class Decoder(nn.Module):
 
         h = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         cos, sin = self.rope(positions, h.dtype, ntk_factor)
-        for i, layer in enumerate(self.model.layers):
-            h = layer(h, cos, sin, mask, cache, i, write_cache)
+        self.lora_gate.value = None if lora_gate is None else lora_gate[..., None]
+        try:
+            for i, layer in enumerate(self.model.layers):
+                h = layer(h, cos, sin, mask, cache, i, write_cache)
+        finally:
+            self.lora_gate.value = None
         if cache is not None and write_cache:
             cache.advance(positions, token_mask)
         return self.model.norm(h)

@@ -41,6 +41,9 @@ class Family:
 
     logit_shift: token i is predicted from position i-1's logits (Dream, Fast-dLLM v2, AR models) instead of from
     position i (LLaDA, SDAR, LLaDA2, BD3-LM).
+    gated: a causal base with a gated drafting adapter (blockgen.models.gate): the base writes every token, the
+    adapter's mask positions draft the ones after it, and a draft is kept where the base would have written it
+    (blockgen.engine.drafting).
     """
 
     model_type: str
@@ -50,6 +53,7 @@ class Family:
     block_size: int
     trained_length: int | None = None  # the context it was trained at (None: config's max_position_embeddings)
     decode_block: int | None = None  # the published commit block (None: block_size)
+    gated: bool = False
 
     @property
     def default_block(self) -> int:
@@ -106,8 +110,13 @@ def family_from_config(raw: dict, tokenizer=None, path: str | Path = "config.jso
         raise ConfigError(path, "mask_token_id", f"a {model_type} checkpoint needs a mask token; none in config or tokenizer")
     trained = _optional_size(override, "trained_length", _TRAINED_LENGTH.get(model_type), path)
     decode = _optional_size(override, "decode_block", _DECODE_BLOCK.get(model_type), path)
+    gated = override.get("gated", False)
+    if not isinstance(gated, bool):
+        raise ConfigError(path, "blockgen.gated", f"{gated!r} is not true or false")
+    if gated and (attention is not AttentionKind.CAUSAL or not shift or mask_id is None):
+        raise ConfigError(path, "blockgen.gated", "a gated adapter drafts for a causal, shifted base with a mask token")
     return Family(model_type, attention, shift, None if mask_id is None else int(mask_id), block, trained,
-                  decode)
+                  decode, gated)
 
 
 def _optional_size(override: dict, name: str, default: int | None, path) -> int | None:

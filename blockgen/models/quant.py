@@ -20,6 +20,7 @@ from torch import nn
 
 from blockgen.errors import InvalidArgumentError
 from blockgen.models.decoder import PROJECTIONS
+from blockgen.models.gate import LoraGate
 
 QUANTIZE_MODES = ("int8", "int4")
 INT4_GROUP = 32
@@ -142,26 +143,33 @@ def _quantized(weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> nn
 
 
 class WithLowRank(nn.Module):
-    """A quantized layer plus an exact low-rank term: y = layer(x) + up(down(x)). A LoRA adapter kept apart from its
-    rounded base: merged first, its small update would mostly vanish in the 4-bit rounding of the sum."""
+    """A layer plus an exact low-rank term: y = layer(x) + up(down(x)). A LoRA adapter kept apart from its quantized
+    base (merged first, its small update would mostly vanish in the 4-bit rounding of the sum), or from any base when
+    the adapter is gated: then the term applies only where `gate` says (see blockgen.models.gate)."""
 
-    def __init__(self, layer: nn.Module, down: torch.Tensor, up: torch.Tensor):
+    def __init__(self, layer: nn.Module, down: torch.Tensor, up: torch.Tensor, gate: LoraGate | None = None):
         super().__init__()
         self.layer = layer
         # float32: for matrices this thin, CPU float32 GEMMs are about twice as fast as bfloat16 ones
         self.register_buffer("down", down.float().contiguous())  # (R, K)
         self.register_buffer("up", up.float().contiguous())  # (N, R), the LoRA scaling folded in
+        self.gate = gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layer(x)
-        return out + F.linear(F.linear(x.to(self.down.dtype), self.down), self.up).to(out.dtype)
+        if self.gate is not None and self.gate.value is None:
+            return out  # gated and no position selected: the base alone
+        term = F.linear(F.linear(x.to(self.down.dtype), self.down), self.up)
+        if self.gate is not None:
+            term = self.gate.scale(term)
+        return out + term.to(out.dtype)
 
 
 LowRank = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module name -> (down (R, K), up (N, R))
 
 
 def _with_low_rank(layer: nn.Module, parts: list[tuple[torch.Tensor, torch.Tensor] | None],
-                   outs: list[int]) -> nn.Module:
+                   outs: list[int], gate: LoraGate | None = None) -> nn.Module:
     """`layer` (over the stacked outputs `outs` of the named layers) with their low-rank terms, if any: the downs
     stacked, the ups block-diagonal."""
     if all(part is None for part in parts):
@@ -172,10 +180,11 @@ def _with_low_rank(layer: nn.Module, parts: list[tuple[torch.Tensor, torch.Tenso
              for part, n in zip(parts, outs)]
     down = torch.cat([d for d, _ in parts])
     up = torch.block_diag(*[u for _, u in parts]).to(dtype)
-    return WithLowRank(layer, down, up)
+    return WithLowRank(layer, down, up, gate)
 
 
-def _fused(parent: nn.Module, names: tuple[str, ...], mode: str, low_rank: list | None = None) -> nn.Module:
+def _fused(parent: nn.Module, names: tuple[str, ...], mode: str, low_rank: list | None = None,
+           gate: LoraGate | None = None) -> nn.Module:
     """One quantized layer over the stacked weights of `parent`'s Linear layers `names`, which leave `parent`."""
     layers = [getattr(parent, name) for name in names]
     biases = [layer.bias for layer in layers]
@@ -183,16 +192,17 @@ def _fused(parent: nn.Module, names: tuple[str, ...], mode: str, low_rank: list 
         [b if b is not None else layer.weight.new_zeros(layer.out_features) for b, layer in zip(biases, layers)])
     fused = _quantized(torch.cat([layer.weight for layer in layers]), bias, mode)
     if low_rank is not None:
-        fused = _with_low_rank(fused, low_rank, [layer.out_features for layer in layers])
+        fused = _with_low_rank(fused, low_rank, [layer.out_features for layer in layers], gate)
     for name in names:
         delattr(parent, name)
     return fused
 
 
-def quantize_decoder(model: nn.Module, mode: str, low_rank: LowRank | None = None) -> nn.Module:
+def quantize_decoder(model: nn.Module, mode: str, low_rank: LowRank | None = None, gated: bool = False) -> nn.Module:
     """Replace the decoder's projection layers and LM head by weight-only quantized ones, in place (CPU only).
     A tied head gets its own quantized copy; the embedding lookup keeps the full-precision table.
-    low_rank: exact low-rank terms (an unmerged LoRA adapter) added to the named projections' quantized outputs."""
+    low_rank: exact low-rank terms (an unmerged LoRA adapter) added to the named projections' quantized outputs;
+    gated: only where the decoder's lora_gate says (a gated adapter)."""
     if mode not in QUANTIZE_MODES:
         raise InvalidArgumentError("quantize", mode, f"must be one of {QUANTIZE_MODES} (or None)")
     if model.device.type != "cpu":
@@ -204,19 +214,31 @@ def quantize_decoder(model: nn.Module, mode: str, low_rank: LowRank | None = Non
     from blockgen.models.decoder import MLP, SelfAttention
 
     low_rank = low_rank or {}
+    gate = model.lora_gate if gated else None
     for prefix, module in list(model.named_modules()):  # layers that read one input become one kernel call (per-row
         names = (("q_proj", "k_proj", "v_proj") if isinstance(module, SelfAttention) else  # scales: the same numbers
                  ("gate_proj", "up_proj") if isinstance(module, MLP) else None)  # as quantizing each apart)
         if names is not None:
             parts = [low_rank.get(f"{prefix}.{name}") for name in names]
-            fused = _fused(module, names, mode, parts)
+            fused = _fused(module, names, mode, parts, gate)
             setattr(module, "qkv_proj" if isinstance(module, SelfAttention) else "gate_up_proj", fused)
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in PROJECTIONS:
             parent, _, child = name.rpartition(".")
             layer = _with_low_rank(_quantized(module.weight, module.bias, mode), [low_rank.get(name)],
-                                   [module.out_features])
+                                   [module.out_features], gate)
             setattr(model.get_submodule(parent), child, layer)
     head = model.model.embed_tokens.weight if model.config.tie_word_embeddings else model.lm_head.weight
     model.head_int8 = Int8Linear(head)
+    return model
+
+
+def attach_low_rank(model: nn.Module, low_rank: LowRank, gated: bool = True) -> nn.Module:
+    """Wrap the named projections of an unquantized decoder with their low-rank terms, in place (a gated adapter
+    cannot be merged into its base: the base must stay exact where the gate is closed)."""
+    gate = model.lora_gate if gated else None
+    for name, (down, up) in low_rank.items():
+        parent, _, child = name.rpartition(".")
+        module = model.get_submodule(name)
+        setattr(model.get_submodule(parent), child, WithLowRank(module, down, up, gate))
     return model

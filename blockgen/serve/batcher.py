@@ -291,7 +291,7 @@ class Batcher:
 
         settings = config.decode_settings(lm.family, lm.device, lm.stop_token_ids)
         events = decode(lm.model, lm.family, config.make_scheduler(), [row.prompt for row in rows], settings,
-                        stop_check, join=join)
+                        stop_check, join=None if lm.family.gated else join)  # a drafting loop takes no joins
         passes = 0
         while True:
             with self.gate:

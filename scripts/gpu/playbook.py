@@ -551,7 +551,7 @@ def adapt_stage(args, data: Path, store: Store, out: Path, deadline: float, log:
                    pack=not args.no_pack,
                    lora_rank=args.lora_rank, block_sizes=args.block_sizes, adapter_dtype="bfloat16", seed=args.seed,
                    checkpoint_every=args.checkpoint_every, device=args.device, warmup_steps=args.warmup_steps,
-                   certainty=args.certainty, suffix_share=args.suffix_share)
+                   certainty=args.certainty, suffix_share=args.suffix_share, gated=args.gated)
     start = Path(args.init_adapter) if args.init_adapter else Path(args.carried) / "adapter"
     if (start / "adapter_config.json").is_file():
         # an earlier lease's adapter: train on from it at the target block size (its curriculum and the mask
@@ -749,6 +749,8 @@ def main(argv: list[str] | None = None) -> int:
                            "predictions (adapt's certainty forcing)")
             p.add_argument("--suffix-share", type=float, default=0.0, help="share of blocks masked as a suffix "
                            "(adapt's suffix_share: the decode loop's pattern)")
+            p.add_argument("--gated", action="store_true", help="a gated drafting adapter (adapt's gated: the LoRA "
+                           "acts at masks only, the base writes every token, drafts are kept where it agrees)")
             p.add_argument("--checkpoint-every", type=int, default=100)
             p.add_argument("--step-guess", type=float, default=0.5, help="seconds a step, until steps are timed "
                            "(the run is then resized to the deadline after every step, until its decay)")

@@ -149,6 +149,15 @@ def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
     assert "benchmark: skipped" in follow.stdout and not (tmp_path / "out4" / "benchmark.json").exists()
     assert (tmp_path / "out4" / "adapter" / "adapter_config.json").is_file()
 
+    # or turns the last run into a gated drafting adapter (the LoRA's shapes are the same)
+    gated = _playbook("job", "--carried", second, "--store", store, "--out", tmp_path / "out5", *TINY_JOB,
+                      "--data", store / "work" / "distill.jsonl", "--init-adapter", tmp_path / "last", "--no-bench",
+                      "--gated")
+    assert gated.returncode == 0, gated.stdout[-3000:] + gated.stderr[-3000:]
+    config = json.loads((tmp_path / "out5" / "adapter" / "adapter_config.json").read_text())
+    assert config["training"]["settings"]["gated"] and config["blockgen"]["gated"]
+    assert config["blockgen"]["attention"] == "causal"
+
     # the machine runs from the source tree, not an install: the package is laid out as pyproject maps it
     assert (store / "src" / "blockgen" / "planners").resolve() == ROOT / "planners"
     assert (store / "src" / "blockgen" / "memory").resolve() == ROOT / "memory"
