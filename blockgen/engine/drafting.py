@@ -83,10 +83,8 @@ def _decode_row(model: Decoder, family: Family, row: int, prompt: list[int], s: 
     while True:
         m = len(drafts)
         ids = torch.tensor([[last, *drafts] + [mask_id] * k], device=device)
-        gate = torch.zeros_like(ids, dtype=torch.bool)
-        gate[:, m + 1 :] = True
         cached = cache.length
-        logits = model(ids, cache=cache, attn_mask=_draft_mask(cached, m + 1, k, device), lora_gate=gate,
+        logits = model(ids, cache=cache, attn_mask=_draft_mask(cached, m + 1, k, device), lora_gate=m + 1,
                        ntk_factor=factor)[0].float()
         written = sample_tokens(penalty(logits[: m + 1], drafts), temperature=o.temperature, top_k=o.top_k,
                                 top_p=o.top_p, generator=s.generator).tolist()

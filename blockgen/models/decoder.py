@@ -163,7 +163,7 @@ class Decoder(nn.Module):
         logits_at: torch.Tensor | None = None,
         ntk_factor: float | None = None,
         attn_mask: torch.Tensor | None = None,
-        lora_gate: torch.Tensor | None = None,
+        lora_gate: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) for input_ids (B, T); (B, N, V) for the N token indices in `logits_at` when given.
 
@@ -203,14 +203,15 @@ class Decoder(nn.Module):
         attn_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         ntk_factor: float | None = None,
-        lora_gate: torch.Tensor | None = None,
+        lora_gate: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Final normalised hidden states (B, T, H); `forward`'s arguments, plus:
 
         attn_mask: a (B, 1, T, S + T) bool mask (True = may attend) over the S cached keys (none padding) and the new
         ones, used instead of the one `attention` induces.
         inputs_embeds: (B, T, H) input embeddings used instead of looking up input_ids.
-        lora_gate: (B, T) bool or 0/1, the positions where a gated adapter's terms apply (None: nowhere).
+        lora_gate: (B, T) bool or 0/1, the positions where a gated adapter's terms apply, or an int: every position
+        from it on (None: nowhere).
         """
         if input_ids.dim() != 2:
             raise InvalidArgumentError("input_ids", tuple(input_ids.shape), "must be (batch, tokens)")
@@ -242,12 +243,12 @@ class Decoder(nn.Module):
 
         h = self.model.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         cos, sin = self.rope(positions, h.dtype, ntk_factor)
-        self.lora_gate.value = None if lora_gate is None else lora_gate[..., None]
+        self.lora_gate.set(lora_gate, t)
         try:
             for i, layer in enumerate(self.model.layers):
                 h = layer(h, cos, sin, mask, cache, i, write_cache)
         finally:
-            self.lora_gate.value = None
+            self.lora_gate.set(None, t)
         if cache is not None and write_cache:
             cache.advance(positions, token_mask)
         return self.model.norm(h)

@@ -10,18 +10,36 @@ from __future__ import annotations
 
 import torch
 
+from blockgen.errors import InvalidArgumentError
+
 
 class LoraGate:
-    """Where the gated terms apply in the pass under way: a (B, T, 1) tensor of 0/1, or None (nowhere)."""
+    """Where the gated terms apply in the pass under way: `value`, a (B, T, 1) tensor of 0/1, or `start`, the first
+    of the positions they apply at in every row (all those after it too: the drafting loop's masks end its pass, and
+    a term computed on those rows alone costs a fraction of one over the whole pass). Neither: nowhere."""
 
     def __init__(self):
         self.value: torch.Tensor | None = None
+        self.start: int | None = None
+
+    def set(self, gate: torch.Tensor | int | None, length: int) -> None:
+        """gate: (B, T) bool or 0/1, or the first gated position (an int), or None."""
+        self.value, self.start = None, None
+        if isinstance(gate, int) and not isinstance(gate, bool):
+            if not 0 <= gate <= length:
+                raise InvalidArgumentError("lora_gate", gate, f"must be a position in 0..{length}")
+            self.start = gate
+        elif gate is not None:
+            self.value = gate[..., None]
 
     def scale(self, term: torch.Tensor) -> torch.Tensor:
         """The term (B, T, N) kept at the gated positions only."""
-        if self.value is None:
-            return term * 0
-        return term * self.value.to(term.dtype)
+        if self.value is not None:
+            return term * self.value.to(term.dtype)
+        if self.start is not None:
+            keep = torch.arange(term.shape[1], device=term.device) >= self.start
+            return term * keep[:, None].to(term.dtype)
+        return term * 0
 
 
 def gate_peft_layers(model: torch.nn.Module, gate: LoraGate) -> int:

@@ -157,12 +157,19 @@ class WithLowRank(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layer(x)
-        if self.gate is not None and self.gate.value is None:
+        gate = self.gate
+        if gate is None:
+            return out + self._term(x).to(out.dtype)
+        if gate.start is not None:  # the last positions only: the term on their rows, added in place
+            if gate.start < x.shape[1]:
+                out[:, gate.start :] += self._term(x[:, gate.start :]).to(out.dtype)
+            return out
+        if gate.value is None:
             return out  # gated and no position selected: the base alone
-        term = F.linear(F.linear(x.to(self.down.dtype), self.down), self.up)
-        if self.gate is not None:
-            term = self.gate.scale(term)
-        return out + term.to(out.dtype)
+        return out + gate.scale(self._term(x)).to(out.dtype)
+
+    def _term(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.linear(x.to(self.down.dtype), self.down), self.up)
 
 
 LowRank = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module name -> (down (R, K), up (N, R))
