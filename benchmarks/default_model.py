@@ -1,7 +1,8 @@
 """The adapted default vs the AR mode of its base, side by side in one run, on a fixed prompt set.
 
 Rows: the base in AR mode (block size 1, one token per forward), then the adapted model at each --blocks size with a
-threshold scheduler. Per row: tokens committed per forward, tokens/s and its ratio to the AR row, the AR judge's
+threshold scheduler (a gated drafting adapter: its drafting loop, --blocks masks a block, --draft-threshold). Per
+row: tokens committed per forward, tokens/s and its ratio to the AR row, the AR judge's
 perplexity (the base model scoring each output given its prompt) and its ratio to the AR row's, and distinct-4.
 Both sample at the same temperature and seeds. Then the lookahead table (blockgen.adapt.lookahead) on the AR row's
 answers: per offset ahead of a block's next position, how often the adapted model is right and sure (what tokens per
@@ -68,7 +69,8 @@ def run_row(lm, judge, prompts, *, label, block, threshold, args) -> dict:
         _sync(lm.device)
         start = time.perf_counter()
         result = lm.generate_results(prompt_ids, max_new_tokens=args.max_new_tokens, block_size=block,
-                                     threshold=threshold, temperature=args.temperature, top_p=0.95, seed=1000 + i)[0]
+                                     threshold=threshold, temperature=args.temperature, top_p=0.95, seed=1000 + i,
+                                     **({"draft_threshold": args.draft_threshold} if lm.family.gated else {}))[0]
         _sync(lm.device)
         seconds += time.perf_counter() - start
         tokens += result.stats.generated_tokens
@@ -98,6 +100,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--blocks", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--threshold", type=float, default=0.9)
+    parser.add_argument("--draft-threshold", type=float, default=None, help="a gated drafting adapter's proposal "
+                        "threshold (default: the engine's)")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--record", action="store_true", help="write the figures into the model's card and record")
@@ -112,8 +116,9 @@ def main() -> None:
     print(f"device {base.device} {str(base.dtype).removeprefix('torch.')}; {len(prompts)} prompts, "
           f"{args.max_new_tokens} new tokens, temperature {args.temperature}, threshold {args.threshold}")
     rows = [run_row(base, base, prompts, label="AR mode (base)", block=1, threshold=args.threshold, args=args)]
+    kind = "drafting" if adapted.family.gated else "adapted"  # a gated adapter drafts; the base writes
     for block in args.blocks:
-        rows.append(run_row(adapted, base, prompts, label=f"adapted, block {block}", block=block,
+        rows.append(run_row(adapted, base, prompts, label=f"{kind}, block {block}", block=block,
                             threshold=args.threshold, args=args))
     ar = rows[0]
     print(f"{'row':22} {'tok/fwd':>8} {'tok/s':>8} {'x AR':>6} {'judge ppl':>10} {'x AR':>6} {'distinct-4':>10}")

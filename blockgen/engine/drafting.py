@@ -12,10 +12,17 @@ d_1, the one after d_1 with d_2, and so on: the drafts that agree are kept, and 
 one is written too, so a forward writes 1 + (drafts kept) tokens and the text is the base's own. Greedy, it is the
 base's argmax text token for token; sampling, each token is drawn from the base's distribution given the text before
 it (processed as the AR loop processes it: penalty, temperature, top-k/p), so the text follows AR sampling's
-distribution (not its random stream). The masks attend to everything before them and to each other, with the gate
+distribution (not its random stream): sampling, the drafts are drawn from the masks' distributions q and each is
+kept with probability min(1, p/q), p the base's, a rejected one replaced by a draw from max(0, p - q) renormalized
+(speculative sampling), which keeps more drafts than asking the base's draw to equal a greedy draft. The masks attend to everything before them and to each other, with the gate
 open; when every draft was kept their predictions become the next forward's drafts (the leading run whose
-probability reaches the threshold), otherwise the next forward starts without drafts. The kept tokens' keys and
+probability reaches `draft_threshold`), otherwise the next forward starts without drafts. The kept tokens' keys and
 values stay cached, the rest are dropped (`KVCache.trim`).
+
+With `draft_tree` the pass holds a block of masks after every draft, each block seeing t and the drafts up to its
+own place: [t | d_1 ... d_m | masks after t | masks after d_1 | ... | masks after d_m]. Whichever draft is rejected,
+the block after the last kept one drafts the next forward, so no forward goes without drafts; it costs k (m + 1)
+mask rows instead of k, little on a GPU, where a step this small is bound by its kernel launches, not its rows.
 
 Rows decode one after another (each its own cache).
 """
@@ -27,20 +34,30 @@ from collections.abc import Callable, Iterator
 import torch
 
 from blockgen.engine.decode import DecodeSettings, FinishEvent, StepEvent, _check, ntk_factor
-from blockgen.engine.sampling import sample_tokens
+from blockgen.engine.sampling import sample_tokens, token_distribution
 from blockgen.errors import InvalidArgumentError
 from blockgen.models.cache import KVCache
 from blockgen.models.decoder import Decoder
 from blockgen.models.family import Family
 
 
-def _draft_mask(cached: int, base: int, masks: int, device) -> torch.Tensor:
-    """(1, 1, n, cached + n) bool, n = base + masks: the base's positions causal and blind to the masks, the masks
-    seeing everything."""
-    n = base + masks
-    mask = torch.ones(n, cached + n, dtype=torch.bool, device=device)
-    new = torch.arange(n, device=device)
-    mask[:base, cached:] = new[None, :] <= new[:base, None]
+DRAFT_THRESHOLD = 0.1  # a draft's probability to be proposed, unless a generation says: proposals are verified
+
+
+def _draft_mask(cached: int, base: int, masks: int, device, after: list[int] | None = None) -> torch.Tensor:
+    """(1, 1, n, cached + n) bool over the cached keys and a pass of `base` rows (t and the drafts) followed by one
+    block of `masks` masks for each entry j of `after` (default: [base - 1], one block after the last draft): the
+    base rows causal and blind to the masks; block j seeing the cache, base rows 0..j and its own masks."""
+    after = [base - 1] if after is None else after
+    n = base + masks * len(after)
+    mask = torch.zeros(n, cached + n, dtype=torch.bool, device=device)
+    mask[:, :cached] = True
+    rows = torch.arange(base, device=device)
+    mask[:base, cached : cached + base] = rows[None, :] <= rows[:, None]
+    for b, j in enumerate(after):
+        lo = base + b * masks
+        mask[lo : lo + masks, cached : cached + j + 1] = True
+        mask[lo : lo + masks, cached + lo : cached + lo + masks] = True
     return mask[None, None]
 
 
@@ -69,36 +86,72 @@ class _Penalty:
         return torch.where(seen, penalized, logits)
 
 
+def speculate(p: torch.Tensor, q: torch.Tensor | None, drafts: list[int],
+              generator: torch.Generator | None = None) -> tuple[int, int]:
+    """Speculative sampling over one pass: q (m, V) the distributions the m drafts were drawn from, p (m, V) the
+    base's where each is checked (after t, then after each draft before it). Draft j is kept with probability
+    min(1, p_j(d) / q_j(d)); the first one that is not is replaced by a draw from max(0, p_j - q_j) renormalized.
+    Returns (drafts kept, that replacement or None when all are kept: the caller then draws the next token as the AR
+    loop does). Each token so written follows the base's distribution exactly."""
+    for j, draft in enumerate(drafts):
+        u = float(torch.rand((), dtype=torch.float64, generator=generator, device=p.device))
+        if u * float(q[j, draft]) < float(p[j, draft]):
+            continue
+        rest = (p[j] - q[j]).clamp_min(0)
+        rest = rest if float(rest.sum()) > 0 else p[j]
+        return j, int(torch.multinomial(rest / rest.sum(), 1, generator=generator))
+    return len(drafts), None
+
+
 def _decode_row(model: Decoder, family: Family, row: int, prompt: list[int], s: DecodeSettings,
-                stop_check: Callable[[int, list[int]], int | None] | None, factor: float | None) -> Iterator:
+                stop_check: Callable[[int, list[int]], int | None] | None, factor: float | None,
+                tree: bool) -> Iterator:
     o, k, mask_id = s.options, s.block_size, family.mask_token_id
+    threshold = DRAFT_THRESHOLD if o.draft_threshold is None else o.draft_threshold
     device, vocab = model.device, model.config.vocab_size
-    cache = KVCache.for_model(model, 1, len(prompt) + s.max_new_tokens + k + 1)
+    cache = KVCache.for_model(model, 1, len(prompt) + s.max_new_tokens + k * (k + 1 if tree else 1) + 1)
     if len(prompt) > 1:
         model(torch.tensor([prompt[:-1]], device=device), cache=cache, logits_at=torch.tensor([0], device=device),
               ntk_factor=factor)
     penalty = _Penalty(o.repetition_penalty, vocab, [] if o.penalty_scope == "generated" else prompt, device)
     stops = set(s.stop_token_ids)
     last, drafts, out, step = prompt[-1], [], [], 0
+    q = None  # the distributions the drafts were drawn from (sampling)
     while True:
-        m = len(drafts)
-        ids = torch.tensor([[last, *drafts] + [mask_id] * k], device=device)
-        cached = cache.length
-        logits = model(ids, cache=cache, attn_mask=_draft_mask(cached, m + 1, k, device), lora_gate=m + 1,
+        m, cached = len(drafts), cache.length
+        after = list(range(m + 1)) if tree else [m]  # the drafts each block of masks follows
+        ids = torch.tensor([[last, *drafts] + [mask_id] * (k * len(after))], device=device)
+        where = list(range(cached, cached + m + 1)) + [cached + j + 1 + i for j in after for i in range(k)]
+        logits = model(ids, positions=torch.tensor([where], device=device), cache=cache,
+                       attn_mask=_draft_mask(cached, m + 1, k, device, after), lora_gate=m + 1,
                        ntk_factor=factor)[0].float()
-        written = sample_tokens(penalty(logits[: m + 1], drafts), temperature=o.temperature, top_k=o.top_k,
-                                top_p=o.top_p, generator=s.generator).tolist()
-        kept = 0
-        while kept < m and drafts[kept] == written[kept]:
-            kept += 1
-        new = drafts[:kept] + [written[kept]]
+        scores = penalty(logits[: m + 1], drafts)
+        if o.temperature == 0:
+            written = scores.argmax(-1).tolist()
+            kept = 0
+            while kept < m and drafts[kept] == written[kept]:
+                kept += 1
+            token = written[kept]
+        else:
+            kept, token = speculate(token_distribution(scores[:m], temperature=o.temperature, top_k=o.top_k,
+                                                       top_p=o.top_p), q, drafts, s.generator)
+            if token is None:  # every draft kept: the next token drawn as the AR loop draws it
+                token = int(sample_tokens(scores[m], temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
+                                          generator=s.generator))
+        new = drafts[:kept] + [token]
         cache.trim(cached + 1 + kept)  # t and the kept drafts: their keys are the base's own
-        if kept == m:
-            guess = logits[m + 1 :].softmax(-1).max(-1)
-            sure = (guess.values >= o.threshold).tolist()
+        if kept in after:  # the block of masks after the last kept draft drafts the next forward
+            lo = m + 1 + after.index(kept) * k
+            guess = logits[lo : lo + k].softmax(-1).max(-1)
+            sure = (guess.values >= threshold).tolist()
             room = s.max_new_tokens - len(out) - len(new) - 1  # drafts past the last token allowed are never kept
-            run = next((j for j, ok in enumerate(sure) if not ok), len(sure))
-            drafts = guess.indices[: max(0, min(run, room))].tolist()
+            run = max(0, min(room, next((j for j, ok in enumerate(sure) if not ok), len(sure))))
+            if o.temperature == 0:
+                drafts = guess.indices[:run].tolist()
+            else:  # drawn from the masks' own distributions, processed as the base's are (no penalty)
+                q = token_distribution(logits[lo : lo + run], temperature=o.temperature, top_k=o.top_k,
+                                       top_p=o.top_p)
+                drafts = torch.multinomial(q, 1, generator=s.generator)[:, 0].tolist() if run else []
         else:
             drafts = []
         last = new[-1]
@@ -126,11 +179,14 @@ def _decode_row(model: Decoder, family: Family, row: int, prompt: list[int], s: 
 def draft_decode(model: Decoder, family: Family, prompts: list[list[int]], settings: DecodeSettings,
                  stop_check: Callable[[int, list[int]], int | None] | None = None) -> Iterator:
     """Yield the decode loop's events (StepEvent, FinishEvent) while a gated family drafts `prompts`; the settings'
-    block size is the number of masks a forward drafts with, its threshold the probability a draft needs."""
+    block size is the number of masks a block drafts with, draft_threshold the probability a draft needs to be
+    proposed, draft_tree whether a block follows every draft (default: on CUDA)."""
     if not family.gated:
         raise InvalidArgumentError("model", family.model_type, "drafting needs a gated adapter (adapt --gated)")
-    _check(model, family, prompts, settings, settings.block_size + 1)
+    _check(model, family, prompts, settings, 2 * settings.block_size + 1)
     factor = ntk_factor(model, family, settings, max(len(p) for p in prompts) + settings.max_new_tokens
-                        + settings.block_size + 1)
+                        + 2 * settings.block_size + 1)
+    tree = settings.options.draft_tree
+    tree = model.device.type == "cuda" if tree is None else tree
     for row, prompt in enumerate(prompts):
-        yield from _decode_row(model, family, row, prompt, settings, stop_check, factor)
+        yield from _decode_row(model, family, row, prompt, settings, stop_check, factor, tree)

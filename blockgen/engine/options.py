@@ -31,6 +31,12 @@ class GenerationConfig(Options):
     factor: float = Field(1.0, gt=0.0, description="factor of the factor scheduler")
     editing_threshold: float | None = Field(None, ge=0.0, le=1.0, description="replace committed tokens predicted "
                                             "above this")
+    draft_threshold: float | None = Field(None, ge=0.0, le=1.0, description="gated drafting adapters: the "
+                                         "probability a draft needs to be proposed (default: 0.1; proposals are "
+                                         "checked against the base, so a low one costs rows, not quality)")
+    draft_tree: bool | None = Field(None, description="gated drafting adapters: masks after every draft, not only "
+                                    "after the last, so a forward that rejects a draft still leaves drafts for the "
+                                    "next (more rows a forward; default: on CUDA, where rows cost little)")
     temperature: float = Field(0.0, ge=0.0)
     top_k: int | None = Field(None, ge=1)
     top_p: float | None = Field(None, gt=0.0, le=1.0)

@@ -61,6 +61,19 @@ def sample_tokens(
     return picked if order is None else order.gather(-1, picked[..., None])[..., 0]
 
 
+def token_distribution(logits: torch.Tensor, *, temperature: float, top_k: int | None = None,
+                       top_p: float | None = None) -> torch.Tensor:
+    """The distribution `sample_tokens` draws from at this temperature (> 0): (..., V) float64 probabilities, zero
+    outside the top-k and the nucleus (which is taken before the temperature, as sample_tokens takes it)."""
+    if temperature <= 0:
+        raise InvalidArgumentError("temperature", temperature, "a distribution needs a temperature > 0")
+    filtered = filter_top_k(logits.double(), top_k)
+    if top_p is not None and top_p < 1.0:
+        ranked, order = _nucleus(filtered, top_p)
+        return torch.zeros_like(filtered).scatter(-1, order, (ranked / temperature).softmax(-1))
+    return (filtered / temperature).softmax(-1)
+
+
 def confidence_of(
     logits: torch.Tensor, tokens: torch.Tensor, kind: str = "probability", generator: torch.Generator | None = None
 ) -> torch.Tensor:

@@ -65,13 +65,26 @@ def test_drafting_writes_the_base_text_several_tokens_a_forward(alphabet_base, d
     per_forward = []
     for prompt in PROMPTS:
         ar = base.generate_results(prompt, max_new_tokens=24)[0]
-        drafted = lm.generate_results(prompt, max_new_tokens=24, threshold=0.5)[0]
+        drafted = lm.generate_results(prompt, max_new_tokens=24, draft_threshold=0.5)[0]
         assert drafted.tokens == ar.tokens and drafted.text == ar.text
         assert drafted.stats.forward_passes * drafted.stats.tokens_per_forward == len(drafted.tokens)
         per_forward.append(drafted.stats.tokens_per_forward)
     assert sum(per_forward[:3]) / 3 > 2.0, per_forward  # the alphabet is drafted several letters at a time
     # a batch decodes as its rows would alone
-    assert lm.generate(PROMPTS, max_new_tokens=24, threshold=0.5) == base.generate(PROMPTS, max_new_tokens=24)
+    assert lm.generate(PROMPTS, max_new_tokens=24, draft_threshold=0.5) == base.generate(PROMPTS, max_new_tokens=24)
+
+
+def test_a_tree_of_drafts_keeps_drafting_after_a_rejection(alphabet_base, drafter):
+    base = blockgen.load(alphabet_base, device="cpu", dtype="float32", quantize=None)
+    lm = blockgen.load(drafter, device="cpu", dtype="float32", quantize=None)
+    forwards = {False: 0, True: 0}
+    for prompt in ["the the", "zzzz", "abcxyz", "hello"]:  # text the alphabet drafter often gets wrong
+        ar = base.generate_results(prompt, max_new_tokens=24)[0]
+        for tree in (False, True):
+            drafted = lm.generate_results(prompt, max_new_tokens=24, draft_threshold=0.0, draft_tree=tree)[0]
+            assert drafted.tokens == ar.tokens, (prompt, tree)
+            forwards[tree] += drafted.stats.forward_passes
+    assert forwards[True] < forwards[False], forwards
 
 
 def test_gate_closed_is_the_base(alphabet_base, drafter):
@@ -91,12 +104,12 @@ def test_penalty_stops_and_limits_match_the_ar_loop(alphabet_base, drafter):
         options = {"max_new_tokens": 30} | options
         for prompt in PROMPTS[:3]:
             ar = base.generate_results(prompt, **options)[0]
-            drafted = lm.generate_results(prompt, threshold=0.3, **options)[0]
+            drafted = lm.generate_results(prompt, draft_threshold=0.3, **options)[0]
             assert (drafted.tokens, drafted.finish_reason) == (ar.tokens, ar.finish_reason), options
     # no draft ever proposed (threshold 1): sampling draws the same random stream as the AR loop
     for options in ({"temperature": 0.9, "top_p": 0.8, "seed": 3}, {"temperature": 1.2, "top_k": 5, "seed": 4}):
         ar = base.generate_results("xyz", max_new_tokens=20, **options)[0]
-        assert lm.generate_results("xyz", max_new_tokens=20, threshold=1.0, **options)[0].tokens == ar.tokens
+        assert lm.generate_results("xyz", max_new_tokens=20, draft_threshold=1.0, **options)[0].tokens == ar.tokens
 
 
 def test_training_layout_masks_see_what_the_loop_masks_see(drafter):
@@ -152,3 +165,42 @@ def test_lookahead_scores_a_drafter_in_its_own_layout(alphabet_base, drafter):
     assert abs(sum(runs.values()) - 1) < 1e-9 and max(runs, key=runs.get) == 4  # mostly all four drafts kept
     with pytest.raises(InvalidArgumentError, match="gated"):
         draft_runs(base, texts)
+
+
+def test_speculative_sampling_writes_the_base_distribution():
+    """Whatever the drafts' distribution, a token written by speculate() (kept draft or replacement) follows p."""
+    from blockgen.engine.drafting import speculate
+
+    gen = torch.Generator().manual_seed(0)
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05, 0.0]], dtype=torch.float64)
+    for q in ([[0.1, 0.1, 0.1, 0.2, 0.5]], [[0.5, 0.3, 0.15, 0.05, 0.0]], [[0.0, 0.0, 1.0, 0.0, 0.0]]):
+        q = torch.tensor(q, dtype=torch.float64)
+        counts, kept_share, n = torch.zeros(5), 0, 20000
+        for _ in range(n):
+            draft = int(torch.multinomial(q[0], 1, generator=gen))
+            kept, token = speculate(p, q, [draft], gen)
+            counts[draft if kept else token] += 1
+            kept_share += kept
+        assert torch.allclose(counts / n, p[0].float(), atol=0.015), (q, counts / n)
+        assert abs(kept_share / n - torch.minimum(p, q).sum().item()) < 0.015  # kept: the overlap of p and q
+
+
+def test_sampling_with_drafts_follows_the_base_distribution(alphabet_base, drafter):
+    """Sampled, the drafting loop's text has the AR loop's distribution: the frequencies of the second and third
+    tokens (the first ones a draft may write) over many seeds agree."""
+    base = blockgen.load(alphabet_base, device="cpu", dtype="float32", quantize=None)
+    lm = blockgen.load(drafter, device="cpu", dtype="float32", quantize=None)
+    options = {"max_new_tokens": 3, "temperature": 1.0, "top_k": 8}
+    seen = {"ar": {}, "drafted": {}}
+    kept = 0
+    for seed in range(400):
+        for name, model, extra in (("ar", base, {}), ("drafted", lm, {"draft_threshold": 0.0})):
+            result = model.generate_results("mnop", seed=seed, **options, **extra)[0]
+            for place in (1, 2):
+                key = (place, result.tokens[place])
+                seen[name][key] = seen[name].get(key, 0) + 1
+            kept += result.stats.forward_passes < 3 if name == "drafted" else 0
+    keys = set(seen["ar"]) | set(seen["drafted"])
+    distance = sum(abs(seen["ar"].get(k, 0) - seen["drafted"].get(k, 0)) for k in keys) / 2 / 800
+    assert len(keys) > 4 and distance < 0.08, (distance, seen)
+    assert kept > 100  # drafts were kept along the way
