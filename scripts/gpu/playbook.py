@@ -207,7 +207,7 @@ def prepare(args) -> dict:
         last = i == len(pieces) - 1
         if last:
             carry += [f"{rel}/{e.name}" for e in extras if e.exists()]
-        command = "python3 scripts/gpu/playbook.py " + ("job" if last else "receive")
+        command = "python3 scripts/gpu/playbook.py " + (f"job {args.job_args}".strip() if last else "receive")
         calls.append({"command": command, "carry": carry, "timeout_s": 590 if last else 120})
     lines = ["# Device calls, in this order, each the moment the one before returns (the machine stays warm 30 s)", ""]
     lines += [f"{i + 1}. run(command={c['command']!r}, carry={json.dumps(c['carry'])}, timeout_s={c['timeout_s']})"
@@ -689,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--dest", default=str(CARRIED))
     prep.add_argument("--no-wheels", action="store_true", help="carry no wheels (the machine has what it needs)")
     prep.add_argument("--max-piece-bytes", type=int, help="cap a piece's size (tests)")
+    prep.add_argument("--job-args", default="--gated", help="options the printed job call passes (default: the "
+                      "gated drafting objective, the next lease's recipe; '' for none)")
     landing = sub.add_parser("land", help="here, after the lease: install the returned adapter as the default")
     landing.add_argument("returned", help="the folder the job's $OUT came back to")
     landing.add_argument("--target", help="install it here (default: blockgen/adapters/default, when every gate "

@@ -59,7 +59,7 @@ def test_prepare_splits_into_pieces_that_fit_and_writes_the_calls(prepared):
     joined = b"".join((root / "prepared" / p["name"]).read_bytes() for p in manifest["pieces"])
     assert joined == gguf.read_bytes()
     calls = (root / "prepared" / "CALLS.md").read_text()
-    assert "playbook.py receive" in calls and "playbook.py job" in calls and "piece-2" in calls
+    assert "playbook.py receive" in calls and "playbook.py job --gated" in calls and "piece-2" in calls
 
 
 def test_dry_run_two_runs_then_the_job(prepared, tmp_path, monkeypatch):
