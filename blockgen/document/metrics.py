@@ -116,6 +116,21 @@ META_PATTERNS = (
     r"(?:this|the) (?:revised|rewritten|original|edited) (?:paragraph|text|version|report|essay|draft)\b",
     r"the (?:paragraphs|sentences) (?:were|have been) (?:reorganized|rewritten|revised|edited|combined)\b",
     r"do not repeat\b", r"this chapter (?:illustrates|highlights|shows|explains|discusses|describes)\b",
+    # the mode rather than a phrasing: a sentence whose subject is the text itself, or one of its parts, doing what a
+    # text does ("The report also discusses...", "The essay delves into...", "The first paragraph focuses on...",
+    # "The essay concludes with the main messages"), present tense only ("The report provided by the ministry" is
+    # a report in the world); its purpose; its style; "this sentence"
+    r"(?:^|(?<=[.!?] )|(?<=[.!?][\"\u201d] )|(?<=\n))(?:the|this|that|our|my) (?:(?:first|second|third|fourth|fifth|"
+    r"next|last|final|following|previous|present|whole|entire|current|above) )?(?:report|essay|article|paper|"
+    r"paragraph|section|text|passage|sentence|chapter|piece|story)s? (?:(?:also|then|further|now|first|finally|"
+    r"briefly|here|mainly|primarily) )?(?:discusses|explores|delves|concludes|focuses|highlights|examines|touches on|"
+    r"covers|describes|explains|presents|provides|offers|argues|introduces|outlines|summari[sz]es|reviews|addresses|"
+    r"analy[sz]es|illustrates|emphasi[sz]es|mentions|sheds light|details|looks at|aims to|seeks to|is written|"
+    r"was written|is divided)\b",
+    r"(?:purpose|aim|goal|scope) of (?:this|the) (?:report|essay|article|paper|section|paragraph|text)\b",
+    r"(?:is|was) written in an? (?:\w+ )?(?:clear|simple|concise|engaging|accessible|narrative|formal|informal|"
+    r"friendly|straightforward|easy)\b", r"this sentence (?:is|was|has|makes|shows|means|says)\b",
+    r"(?:it|this) concludes by (?:saying|stating|noting|arguing)\b",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

@@ -148,7 +148,14 @@ def test_text_that_describes_itself_is_meta():
             "The final paragraph, focusing on the importance of resilience, goes into detail.",
             "Here is one paragraph explaining how vaccines are used in medicine.",
             "This report is about how vaccines train the immune system.", "The report was written by Dr. John Smith.",
-            "You've shown it in medicine.", "It's a one-sentence story that highlights the science of vaccines."]
+            "You've shown it in medicine.", "It's a one-sentence story that highlights the science of vaccines.",
+            "The report also discusses how vaccines have evolved.", "The essay delves into the science of vaccines.",
+            "Vaccines work. The essay concludes with the main messages.",
+            "The first paragraph focuses on the definition of vaccines.",
+            "The purpose of this report is to examine how vaccines work.",
+            "It is written in a clear and easy-to-follow narrative style.", "This sentence is very important.",
+            "It concludes by saying that science is a tool.",
+            'She nodded. "Fine." The story then describes the long walk home.']
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -166,7 +173,11 @@ def test_text_that_describes_itself_is_meta():
              "The last point of land was about a mile away.", "The writer Victor Hugo lived in exile on Guernsey.",
              "Doctors revise the schedule every year.", "The trial enrolled about 1500 volunteers.",
              "The report provided by the ministry was late.", "The final paragraph of the treaty was signed in 1648.",
-             "Here is one of the oldest harbours in Europe.", "You've seen the tide come in."]
+             "Here is one of the oldest harbours in Europe.", "You've seen the tide come in.",
+             "The 2019 report concludes that measles cases rose.", "This section of the road covers two miles.",
+             "The paper mill closes at noon.", "The purpose of the bridge was clear to everyone.",
+             "The inscription is written in an ancient script.", "A report describes the flood of 1953.",
+             "He said the report concluded nothing new.", "The text messages arrived at dawn."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
