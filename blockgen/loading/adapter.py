@@ -142,6 +142,8 @@ def apply_adapter(model, directory: Path, config: dict, *, merge: bool = True):
     low_rank = None if merge else unload_lora(model)
     if merge:
         merge_lora(model)
+    if config["blockgen"].get("gated"):  # the base's logits must stay the base's, its mask token's column too
+        model.untie_head()
     with torch.no_grad():
         embed[config["blockgen"]["mask_token_id"]] = mask_row.to(device=device, dtype=dtype)
     model.requires_grad_(False)

@@ -187,9 +187,20 @@ class Decoder(nn.Module):
         quantized = getattr(self, "head_int8", None)  # set by blockgen.models.quant.quantize_decoder
         if quantized is not None:
             return quantized(hidden)
-        if self.config.tie_word_embeddings:
+        if "lm_head" not in self._modules:  # tied (and not untied by `untie_head`)
             return F.linear(hidden, self.model.embed_tokens.weight)
         return self.lm_head(hidden)
+
+    def untie_head(self) -> None:
+        """Give a tied model an LM head of its own, a copy of the embedding as it is now: a change to an embedding
+        row afterwards (an adapter's mask token) then leaves the head, and so the model's logits, as they were."""
+        if "lm_head" in self._modules:
+            return
+        embed = self.model.embed_tokens.weight
+        self.lm_head = nn.Linear(embed.shape[1], embed.shape[0], bias=False, device=embed.device, dtype=embed.dtype)
+        with torch.no_grad():
+            self.lm_head.weight.copy_(embed)
+        self.lm_head.requires_grad_(False)
 
     def hidden_states(
         self,

@@ -235,7 +235,7 @@ def quantize_decoder(model: nn.Module, mode: str, low_rank: LowRank | None = Non
             layer = _with_low_rank(_quantized(module.weight, module.bias, mode), [low_rank.get(name)],
                                    [module.out_features], gate)
             setattr(model.get_submodule(parent), child, layer)
-    head = model.model.embed_tokens.weight if model.config.tie_word_embeddings else model.lm_head.weight
+    head = model.lm_head.weight if "lm_head" in model._modules else model.model.embed_tokens.weight
     model.head_int8 = Int8Linear(head)
     return model
 

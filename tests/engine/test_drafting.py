@@ -96,6 +96,25 @@ def test_gate_closed_is_the_base(alphabet_base, drafter):
     assert not torch.allclose(opened, base.model(ids), atol=1e-3)  # the adapter does act where the gate opens
 
 
+def test_a_tied_base_keeps_its_head(tmp_path):
+    """The adapter's mask embedding replaces a row of a tied base's embedding, which is also its LM head: a gated
+    load keeps the base's head apart, so every logit, the mask token's column too, stays the base's."""
+    base_dir = save_checkpoint(tiny_hf_model(tie=True), tmp_path / "tied")
+    data = tmp_path / "alphabet.txt"
+    data.write_text("\n".join(_alphabet_lines(50)))
+    adapt(AdaptConfig.build(base=str(base_dir), data=[str(data)], steps=10, batch_size=4, seq_len=32, lr=1e-2,
+                            lora_rank=4, block_sizes=[4], checkpoint_every=1000, device="cpu", warmup_steps=2,
+                            gated=True), tmp_path / "run")
+    for quantize in (None, "int8"):
+        base = blockgen.load(base_dir, device="cpu", dtype="float32", quantize=quantize)
+        lm = blockgen.load(tmp_path / "run", device="cpu", dtype="float32", quantize=quantize)
+        ids = torch.tensor([lm.encode("mnopqrs")])
+        assert torch.equal(lm.model(ids), base.model(ids)), quantize
+        opened = lm.model(ids, lora_gate=ids.shape[1] - 2)
+        assert torch.equal(opened[:, :-2], base.model(ids)[:, :-2])  # an int gate: the last positions only
+        assert not torch.equal(opened[:, -2:], base.model(ids)[:, -2:])
+
+
 def test_penalty_stops_and_limits_match_the_ar_loop(alphabet_base, drafter):
     base = blockgen.load(alphabet_base, device="cpu", dtype="float32", quantize=None)
     lm = blockgen.load(drafter, device="cpu", dtype="float32", quantize=None)
