@@ -22,8 +22,8 @@ which is where the decode loop reads that prediction). Without a shift, from the
 
 The gated layout (`gated_batch`, for a drafting adapter: blockgen.models.gate, blockgen.engine.drafting) keeps the
 base exact: the clean copy is causal and its positions never open the adapter's gate, so it is the base's own pass;
-the noisy copy masks every maskable position, and a mask in block b sees the clean keys before b, the clean keys of
-b's unmasked positions (a prompt's tail) and the masks of b. Only masks open the gate, and each mask at position i
+the noisy copy masks every maskable position, in blocks counted from the start of each answer, and a mask in block b
+sees the clean keys before b and the masks of b. Only masks open the gate, and each mask at position i
 is trained to draft token i + 1, the token after the one the base writes next: exactly what the drafting loop asks
 of the masks it appends after its last token.
 """
@@ -172,20 +172,24 @@ def build_batch(
 def gated_mask(masked: torch.Tensor, block_size: int, valid: torch.Tensor,
                segments: torch.Tensor | None = None) -> torch.Tensor:
     """(B, 1, 2L, 2L) bool attention mask of the gated layout over [noisy | clean] (see the module's docstring).
-    masked: (B, L) the noisy copy's mask positions; valid: (B, L) False for padding."""
+    masked: (B, L) the noisy copy's mask positions, in runs (each answer); valid: (B, L) False for padding.
+
+    Blocks are counted from the start of each run of masks, not from column 0: the drafting loop appends its masks
+    right after the last token, wherever that is, so the first block of an answer holds a full block of masks that
+    see the whole prompt, as the loop's first pass does."""
     if block_size < 1:
         raise InvalidArgumentError("block_size", block_size, "must be >= 1")
     b, length = masked.shape
     i = torch.arange(length, device=masked.device)
-    block = i // block_size
-    same_block = block[:, None] == block[None, :]  # (L, L)
-    before_block = i[None, :] < (block * block_size)[:, None]
-    noisy_clean = before_block[None] | (same_block[None] & ~masked[:, None, :])
-    noisy_noisy = (same_block[None] & masked[:, None, :]) | torch.eye(length, dtype=torch.bool, device=masked.device)
+    begins = masked & ~torch.cat([torch.zeros_like(masked[:, :1]), masked[:, :-1]], 1)
+    run_start = torch.cummax(torch.where(begins, i, torch.full_like(i, -1)), dim=1).values  # (B, L)
+    block = torch.where(masked, run_start + (i - run_start) // block_size * block_size, -1 - i)  # a block's start
+    same_block = block[:, :, None] == block[:, None, :]
+    noisy_clean = i[None, None, :] < torch.where(masked, block, i + 1)[:, :, None]  # keys before the query's block
+    noisy_noisy = (same_block & masked[:, None, :]) | torch.eye(length, dtype=torch.bool, device=masked.device)
     clean_clean = (i[None, :] <= i[:, None])[None].expand(b, length, length)
     clean_noisy = torch.zeros(b, length, length, dtype=torch.bool, device=masked.device)
-    mask = torch.cat([torch.cat([noisy_noisy.expand(b, -1, -1), noisy_clean.expand(b, -1, -1)], 2),
-                      torch.cat([clean_noisy, clean_clean], 2)], 1)
+    mask = torch.cat([torch.cat([noisy_noisy, noisy_clean], 2), torch.cat([clean_noisy, clean_clean], 2)], 1)
     if segments is not None:
         both = torch.cat([segments, segments], 1)
         mask = mask & (both[:, :, None] == both[:, None, :])

@@ -100,8 +100,8 @@ def _gated(lm, texts, threshold: float, size: int) -> tuple[list[Offset], dict[i
     for prompt, completion in texts:
         ids = torch.tensor([list(prompt) + list(completion)], device=lm.device)
         length = ids.shape[1]
-        first, last = -(-len(prompt) // size), (length - 1) // size  # whole blocks inside, with one token after
-        if last <= first:
+        blocks = (length - 1 - len(prompt)) // size  # whole blocks of the answer (from its start), one token after
+        if blocks < 1:
             continue
         maskable = torch.zeros_like(ids, dtype=torch.bool)
         maskable[:, len(prompt):] = True
@@ -109,8 +109,8 @@ def _gated(lm, texts, threshold: float, size: int) -> tuple[list[Offset], dict[i
                             mask_token_id=lm.family.mask_token_id)
         hidden = decoder.hidden_states(batch.input_ids, positions=batch.positions, attn_mask=batch.attn_mask,
                                        lora_gate=batch.gate)[0]
-        for block in range(first, last):
-            start = block * size
+        for block in range(blocks):
+            start = len(prompt) + block * size
             rows = torch.cat([torch.tensor([length + start - 1]), torch.arange(start, start + size)]).to(lm.device)
             probs = decoder.logits(hidden[rows]).float().softmax(-1)
             top, picked = probs.max(-1)

@@ -86,21 +86,22 @@ class _Penalty:
         return torch.where(seen, penalized, logits)
 
 
-def speculate(p: torch.Tensor, q: torch.Tensor | None, drafts: list[int],
-              generator: torch.Generator | None = None) -> tuple[int, int]:
-    """Speculative sampling over one pass: q (m, V) the distributions the m drafts were drawn from, p (m, V) the
-    base's where each is checked (after t, then after each draft before it). Draft j is kept with probability
-    min(1, p_j(d) / q_j(d)); the first one that is not is replaced by a draw from max(0, p_j - q_j) renormalized.
-    Returns (drafts kept, that replacement or None when all are kept: the caller then draws the next token as the AR
-    loop does). Each token so written follows the base's distribution exactly."""
-    for j, draft in enumerate(drafts):
-        u = float(torch.rand((), dtype=torch.float64, generator=generator, device=p.device))
-        if u * float(q[j, draft]) < float(p[j, draft]):
-            continue
-        rest = (p[j] - q[j]).clamp_min(0)
-        rest = rest if float(rest.sum()) > 0 else p[j]
-        return j, int(torch.multinomial(rest / rest.sum(), 1, generator=generator))
-    return len(drafts), None
+def speculate(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Speculative sampling over one pass: q (m, V) the distributions the m drafts (a LongTensor) were drawn from,
+    p (m, V) the base's where each is checked (after t, then after each draft before it). Draft j is kept with
+    probability min(1, p_j(d) / q_j(d)); the first one that is not is replaced by a draw from max(0, p_j - q_j)
+    renormalized. Returns (drafts kept, that replacement), 0-dim tensors on p's device, read with the pass's other
+    numbers in one go (the replacement is drawn whatever happens, and read only when a draft was refused); when all
+    are kept the caller draws the next token as the AR loop does. Each token so written follows p exactly."""
+    m = drafts.shape[0]
+    rows = torch.arange(m, device=p.device)
+    u = torch.rand(m, dtype=torch.float64, generator=generator, device=p.device)
+    kept = (u * q[rows, drafts] < p[rows, drafts]).long().cumprod(0).sum()
+    at = kept.clamp(max=m - 1)
+    rest = (p[at] - q[at]).clamp_min(0)
+    rest = torch.where(rest.sum() > 0, rest, p[at])
+    return kept, torch.multinomial(rest / rest.sum(), 1, generator=generator)[0]
 
 
 def _decode_row(model: Decoder, family: Family, row: int, prompt: list[int], s: DecodeSettings,
@@ -108,6 +109,7 @@ def _decode_row(model: Decoder, family: Family, row: int, prompt: list[int], s: 
                 tree: bool) -> Iterator:
     o, k, mask_id = s.options, s.block_size, family.mask_token_id
     threshold = DRAFT_THRESHOLD if o.draft_threshold is None else o.draft_threshold
+    sampling = {"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p}
     device, vocab = model.device, model.config.vocab_size
     cache = KVCache.for_model(model, 1, len(prompt) + s.max_new_tokens + k * (k + 1 if tree else 1) + 1)
     if len(prompt) > 1:
@@ -117,41 +119,53 @@ def _decode_row(model: Decoder, family: Family, row: int, prompt: list[int], s: 
     stops = set(s.stop_token_ids)
     last, drafts, out, step = prompt[-1], [], [], 0
     q = None  # the distributions the drafts were drawn from (sampling)
+    # the drafts' own draws (proposals, acceptance, replacements) come from a generator of their own, so the base's
+    # draws, where no draft is proposed, are the AR loop's very stream
+    draws = None
+    if s.generator is not None:
+        draws = torch.Generator(device=s.generator.device).manual_seed(s.generator.initial_seed() ^ 0x5DEECE66D)
     while True:
         m, cached = len(drafts), cache.length
         after = list(range(m + 1)) if tree else [m]  # the drafts each block of masks follows
         ids = torch.tensor([[last, *drafts] + [mask_id] * (k * len(after))], device=device)
         where = list(range(cached, cached + m + 1)) + [cached + j + 1 + i for j in after for i in range(k)]
-        logits = model(ids, positions=torch.tensor([where], device=device), cache=cache,
-                       attn_mask=_draft_mask(cached, m + 1, k, device, after), lora_gate=m + 1,
-                       ntk_factor=factor)[0].float()
-        scores = penalty(logits[: m + 1], drafts)
+        raw = model(ids, positions=torch.tensor([where], device=device), cache=cache,
+                    attn_mask=_draft_mask(cached, m + 1, k, device, after), lora_gate=m + 1, ntk_factor=factor)[0]
+        scores = penalty(raw[: m + 1], drafts).float()  # the penalty in the model's dtype, as the AR loop applies it
+        masks = raw[m + 1 :].float()
+        sure = masks.softmax(-1).amax(-1) >= threshold  # (blocks * k,)
+        # every number the host needs from this pass, read in one go: the base's tokens (greedy) or the kept count,
+        # the replacement and the next token (sampling); the drafts of every block and whether each is proposed
         if o.temperature == 0:
-            written = scores.argmax(-1).tolist()
-            kept = 0
-            while kept < m and drafts[kept] == written[kept]:
-                kept += 1
-            token = written[kept]
+            head = scores.argmax(-1)
+            proposals = masks.argmax(-1)
         else:
-            kept, token = speculate(token_distribution(scores[:m], temperature=o.temperature, top_k=o.top_k,
-                                                       top_p=o.top_p), q, drafts, s.generator)
-            if token is None:  # every draft kept: the next token drawn as the AR loop draws it
-                token = int(sample_tokens(scores[m], temperature=o.temperature, top_k=o.top_k, top_p=o.top_p,
-                                          generator=s.generator))
+            head = torch.stack([*speculate(token_distribution(scores[:m], **sampling), q,
+                                           torch.tensor(drafts, device=device), draws)] if m else
+                               [torch.zeros((), dtype=torch.long, device=device)] * 2)
+            head = torch.cat([head, sample_tokens(scores[m], generator=s.generator, **sampling).view(1)])
+            # drafts drawn from the masks' own distributions, processed as the base's are (no penalty)
+            blocks_q = token_distribution(masks, **sampling)
+            proposals = torch.multinomial(blocks_q, 1, generator=draws)[:, 0]
+        numbers = torch.cat([head, proposals, sure.long()]).tolist()
+        head, proposals, sure = numbers[: len(head)], numbers[len(head) : -len(sure)], numbers[-len(sure) :]
+        if o.temperature == 0:
+            kept = 0
+            while kept < m and drafts[kept] == head[kept]:
+                kept += 1
+            token = head[kept]
+        else:
+            kept = head[0]
+            token = head[1] if kept < m else head[2]
         new = drafts[:kept] + [token]
         cache.trim(cached + 1 + kept)  # t and the kept drafts: their keys are the base's own
         if kept in after:  # the block of masks after the last kept draft drafts the next forward
-            lo = m + 1 + after.index(kept) * k
-            guess = logits[lo : lo + k].softmax(-1).max(-1)
-            sure = (guess.values >= threshold).tolist()
+            lo = after.index(kept) * k
             room = s.max_new_tokens - len(out) - len(new) - 1  # drafts past the last token allowed are never kept
-            run = max(0, min(room, next((j for j, ok in enumerate(sure) if not ok), len(sure))))
-            if o.temperature == 0:
-                drafts = guess.indices[:run].tolist()
-            else:  # drawn from the masks' own distributions, processed as the base's are (no penalty)
-                q = token_distribution(logits[lo : lo + run], temperature=o.temperature, top_k=o.top_k,
-                                       top_p=o.top_p)
-                drafts = torch.multinomial(q, 1, generator=s.generator)[:, 0].tolist() if run else []
+            run = next((j for j in range(k) if not sure[lo + j]), k)
+            run = max(0, min(room, run))
+            drafts = proposals[lo : lo + run]
+            q = None if o.temperature == 0 else blocks_q[lo : lo + run]
         else:
             drafts = []
         last = new[-1]

@@ -167,3 +167,29 @@ def test_packed_row_is_each_example_alone():
     # targets: only completion tokens, and a segment's first token never (nothing in it predicts that)
     assert set(batch.target_cols.tolist()) <= set(range(48))
     assert not batch.masked[:, [0, 12]].any()
+
+
+def test_gated_blocks_count_from_each_answer_start():
+    """Gated layout: a mask sees its own segment's clean keys before its block, and its block's masks; blocks start
+    where each answer starts (the drafting loop appends its masks right after the last token)."""
+    from blockgen.adapt.layout import gated_mask
+
+    length = 20
+    segments = torch.tensor([[0] * 12 + [1] * 8])
+    valid = torch.ones(1, length, dtype=torch.bool)
+    valid[0, 19] = False
+    masked = torch.zeros(1, length, dtype=torch.bool)
+    masked[0, 3:9] = True  # segment 0: a prompt of 3, an answer of 6 (then padding to the segment's end)
+    masked[0, 14:19] = True  # segment 1: a prompt of 2, an answer of 5
+    mask = gated_mask(masked, 4, valid, segments)[0, 0]
+
+    def sees(query: int) -> tuple[list[int], list[int]]:
+        row = mask[query]
+        return row[length:].nonzero()[:, 0].tolist(), row[:length].nonzero()[:, 0].tolist()
+
+    assert sees(3) == ([0, 1, 2], [3, 4, 5, 6])  # the first block: the whole prompt clean, four masks
+    assert sees(8) == ([0, 1, 2, 3, 4, 5, 6], [7, 8])
+    assert sees(15) == ([12, 13], [14, 15, 16, 17])
+    assert sees(18) == ([12, 13, 14, 15, 16, 17], [18])
+    clean = mask[length + 15]
+    assert clean[length:].nonzero()[:, 0].tolist() == [12, 13, 14, 15] and not clean[:length].any()  # causal
