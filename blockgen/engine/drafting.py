@@ -10,17 +10,19 @@ t and the drafts attend causally and never to a mask, with the adapter's gate cl
 base's own next-token predictions, at all those positions in one pass. The base's token after t is compared with
 d_1, the one after d_1 with d_2, and so on: the drafts that agree are kept, and the base's token after the last kept
 one is written too, so a forward writes 1 + (drafts kept) tokens and the text is the base's own. Greedy, it is the
-base's argmax text token for token; sampling, each token is drawn from the base's distribution given the text before
-it (processed as the AR loop processes it: penalty, temperature, top-k/p), so the text follows AR sampling's
-distribution (not its random stream): sampling, the drafts are drawn from the masks' distributions q and each is
-kept with probability min(1, p/q), p the base's, a rejected one replaced by a draw from max(0, p - q) renormalized
-(speculative sampling), which keeps more drafts than asking the base's draw to equal a greedy draft. The masks attend to everything before them and to each other, with the gate
-open; when every draft was kept their predictions become the next forward's drafts (the leading run whose
-probability reaches `draft_threshold`), otherwise the next forward starts without drafts. The kept tokens' keys and
-values stay cached, the rest are dropped (`KVCache.trim`).
+base's argmax text token for token. Sampling, the drafts are drawn from the masks' distributions q, each is kept
+with probability min(1, p/q) (p the base's, processed as the AR loop processes it: penalty, temperature, top-k/p)
+and the first refused one is replaced by a draw from max(0, p - q) renormalized (speculative sampling), so every
+token follows the base's distribution given the text before it (not the AR loop's random stream), and more drafts
+are kept than by asking the base's own draw to equal a greedy draft.
+
+The masks attend to everything before them and to each other, with the gate open; when every draft was kept, their
+predictions become the next forward's drafts (the leading run whose probability reaches `draft_threshold`),
+otherwise the next forward starts without drafts. The kept tokens' keys and values stay cached, the rest are
+dropped (`KVCache.trim`).
 
 With `draft_tree` the pass holds a block of masks after every draft, each block seeing t and the drafts up to its
-own place: [t | d_1 ... d_m | masks after t | masks after d_1 | ... | masks after d_m]. Whichever draft is rejected,
+own place: [t | d_1 ... d_m | masks after t | masks after d_1 | ... | masks after d_m]. Whichever draft is refused,
 the block after the last kept one drafts the next forward, so no forward goes without drafts; it costs k (m + 1)
 mask rows instead of k, little on a GPU, where a step this small is bound by its kernel launches, not its rows.
 
