@@ -7,6 +7,24 @@ from pathlib import Path
 
 CARD_NAME = "MODEL_CARD.md"
 
+# the card's title (the base's name follows) and its account of the recipe, by kind of adapter
+_BLOCK_DIFFUSION = (
+    "# Block-diffusion adaptation of ",
+    "Made by `blockgen adapt` (the LLaDA2.0 / Fast-dLLM v2 recipe): the causal base is trained to denoise blocks of",
+    "masked tokens with block-causal attention over a clean copy of the sequence (BD3-LM layout), noise level drawn",
+    "per block, complementary masks so every supervised position is seen once per pair, loss on masked positions,",
+    "the AR logit shift kept (token i predicted at position i-1), a block-size curriculum, and a dedicated mask",
+    "token whose embedding gets Gaussian noise early in training.",
+)
+_GATED = (
+    "# Gated drafting adapter of ",
+    "Made by `blockgen adapt --gated`: the LoRA update acts at mask positions only, so every other position is the",
+    "base's own causal pass; every answer token of a noisy copy is masked, in blocks counted from the answer's start,",
+    "each mask seeing the clean text before its block and its block's masks, and trained to draft the token after",
+    "the base's next one. blockgen's drafting loop keeps a draft only where the base writes the same token, so the",
+    "text is the base's (greedy: its argmax text; sampling: its distribution).",
+)
+
 
 def render_card(base: str, family: dict, record: dict) -> str:
     settings = record.get("settings", {})
@@ -21,18 +39,16 @@ def render_card(base: str, family: dict, record: dict) -> str:
     tuning = f"LoRA rank {lora} (alpha {settings.get('lora_alpha') or 2 * lora})" if lora else "full fine-tuning"
     loss = record.get("loss")
     name = "the embedded default (SmolLM2-135M-Instruct)" if base in ("default", "default-ar") else base
+    intro = _GATED if family.get("gated") else _BLOCK_DIFFUSION
     lines = [
-        "# Block-diffusion adaptation of " + name,
+        intro[0] + name,
         "",
-        "Made by `blockgen adapt` (the LLaDA2.0 / Fast-dLLM v2 recipe): the causal base is trained to denoise blocks of",
-        "masked tokens with block-causal attention over a clean copy of the sequence (BD3-LM layout), noise level drawn",
-        "per block, complementary masks so every supervised position is seen once per pair, loss on masked positions,",
-        "the AR logit shift kept (token i predicted at position i-1), a block-size curriculum, and a dedicated mask",
-        "token whose embedding gets Gaussian noise early in training.",
+        *intro[1:],
         "",
         "## Decoding record",
         "",
-        f"- attention: {family['attention']}, logit shift: {family['logit_shift']}, block size: {family['block_size']}",
+        f"- attention: {family['attention']}, logit shift: {family['logit_shift']}, block size: {family['block_size']}"
+        + (", gated (drafting)" if family.get("gated") else ""),
         f"- mask token id: {family['mask_token_id']}",
         "",
         "## Training",

@@ -62,6 +62,7 @@ def test_drafting_writes_the_base_text_several_tokens_a_forward(alphabet_base, d
     base = blockgen.load(alphabet_base, device="cpu", dtype="float32", quantize=quantize)
     lm = blockgen.load(drafter, device="cpu", dtype="float32", quantize=quantize)
     assert lm.family.gated and lm.family.attention.value == "causal" and lm.family.block_size == 4
+    assert "# Gated drafting adapter of" in (drafter / "MODEL_CARD.md").read_text()
     per_forward = []
     for prompt in PROMPTS:
         ar = base.generate_results(prompt, max_new_tokens=24)[0]
