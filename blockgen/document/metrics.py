@@ -131,6 +131,21 @@ META_PATTERNS = (
     r"(?:is|was) written in an? (?:\w+ )?(?:clear|simple|concise|engaging|accessible|narrative|formal|informal|"
     r"friendly|straightforward|easy)\b", r"this sentence (?:is|was|has|makes|shows|means|says)\b",
     r"(?:it|this) concludes by (?:saying|stating|noting|arguing)\b",
+    # ... or its parts, looking back ("The first paragraph discussed...", "The next section explored...", "The report
+    # also delved into...", "The report's section focused on..."), instructions read back as the writer's task ("In
+    # this simple yet profound paragraph, you will highlight...", "You will avoid using bold formatting"), and stage
+    # directions ("(takes a moment to reflect, then looks at you)", "(smiles)")
+    r"(?:^|(?<=[.!?] )|(?<=\n))(?:the|this|that) (?:(?:first|second|third|fourth|fifth|next|last|final|following|"
+    r"previous) )?(?:paragraph|section|chapter)s? (?:also )?(?:discussed|explored|delved|focused|highlighted|examined|"
+    r"covered|described|explained|presented|mentioned|touched on|looked at|addressed|summari[sz]ed|outlined|"
+    r"introduced)\b",
+    r"the (?:report|essay|article|text) (?:also )?(?:delved|explored|touched on)\b",
+    r"the (?:report|essay|article)'s (?:section|sections|conclusion|introduction|analysis|main findings|focus)\b",
+    r"in this (?:[\w-]+ ){1,3}(?:paragraph|section|report|essay|article)\b",
+    r"you (?:will|should|must|need to) (?:highlight|provide|present|discuss|avoid using|write|focus on|"
+    r"use (?:simple|clear|plain)|explain (?:the|how|why)|describe (?:the|how))\b",
+    r"\((?:smiles|smiling|pauses|pausing|laughs|laughing|nods|nodding|sighs|sighing|chuckles|winks|grins|takes a|"
+    r"looks at|leans|makes a|gestures)\b[^)]*\)",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 

@@ -155,6 +155,13 @@ def test_text_that_describes_itself_is_meta():
             "The purpose of this report is to examine how vaccines work.",
             "It is written in a clear and easy-to-follow narrative style.", "This sentence is very important.",
             "It concludes by saying that science is a tool.",
+            "The first paragraph discussed the effectiveness of vaccines.", "The next section explored the impact.",
+            "The report also delved into the topic of the environment.",
+            "The report's section focused on the effects of vaccines.",
+            "In this simple yet profound paragraph, you will highlight a key aspect.",
+            "You will avoid using bold formatting, graphics, or enumerations.",
+            "(takes a moment to reflect, then looks at you with a curious expression) In the modern era, it grew.",
+            "The lessons have been learned. (smiles)",
             'She nodded. "Fine." The story then describes the long walk home.']
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
@@ -177,7 +184,10 @@ def test_text_that_describes_itself_is_meta():
              "The 2019 report concludes that measles cases rose.", "This section of the road covers two miles.",
              "The paper mill closes at noon.", "The purpose of the bridge was clear to everyone.",
              "The inscription is written in an ancient script.", "A report describes the flood of 1953.",
-             "He said the report concluded nothing new.", "The text messages arrived at dawn."]
+             "He said the report concluded nothing new.", "The text messages arrived at dawn.",
+             "The first section of the wall collapsed in 1920.", "In this small fishing village, boats leave at dawn.",
+             "You will see the lamp from the harbour.", "The lamp (an old oil burner) smoked all night.",
+             "The ministry's report described the flood."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
