@@ -140,6 +140,7 @@ META_PATTERNS = (
     r"covered|described|explained|presented|mentioned|touched on|looked at|addressed|summari[sz]ed|outlined|"
     r"introduced)\b",
     r"the (?:report|essay|article|text) (?:also )?(?:delved|explored|touched on)\b",
+    r"this (?:report|essay|article) (?:has|had) (?:also )?(?:added|included|covered|discussed|explored|shown)\b",
     r"the (?:report|essay|article)'s (?:section|sections|conclusion|introduction|analysis|main findings|focus)\b",
     r"in this (?:[\w-]+ ){1,3}(?:paragraph|section|report|essay|article)\b",
     r"you (?:will|should|must|need to) (?:highlight|provide|present|discuss|avoid using|write|focus on|"

@@ -161,7 +161,7 @@ def test_text_that_describes_itself_is_meta():
             "In this simple yet profound paragraph, you will highlight a key aspect.",
             "You will avoid using bold formatting, graphics, or enumerations.",
             "(takes a moment to reflect, then looks at you with a curious expression) In the modern era, it grew.",
-            "The lessons have been learned. (smiles)",
+            "The lessons have been learned. (smiles)", "This report has added a section that will help.",
             'She nodded. "Fine." The story then describes the long walk home.']
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
