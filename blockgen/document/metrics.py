@@ -130,6 +130,10 @@ META_PATTERNS = (
     r"(?:purpose|aim|goal|scope) of (?:this|the) (?:report|essay|article|paper|section|paragraph|text)\b",
     r"(?:is|was) written in an? (?:\w+ )?(?:clear|simple|concise|engaging|accessible|narrative|formal|informal|"
     r"friendly|straightforward|easy)\b", r"this sentence (?:is|was|has|makes|shows|means|says)\b",
+    r"(?:is|was) written in (?:a|an|the) (?:[\w-]+ ){0,4}(?:style|tone|voice|manner)\b", r"written by a human\b",
+    r"as you (?:mentioned|said|noted|pointed out|suggested|asked)\b", r"(?:in|within) (?:one|a single) paragraph\b",
+    r"(?:did not|didn't|does not|doesn't) have a heading\b",
+    r"the (?:conclusion|introduction|analysis|summary) of (?:the|this) (?:report|essay|article|story)\b",
     r"(?:it|this) concludes by (?:saying|stating|noting|arguing)\b",
     # ... or its parts, looking back ("The first paragraph discussed...", "The next section explored...", "The report
     # also delved into...", "The report's section focused on..."), instructions read back as the writer's task ("In

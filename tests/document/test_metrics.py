@@ -162,6 +162,10 @@ def test_text_that_describes_itself_is_meta():
             "You will avoid using bold formatting, graphics, or enumerations.",
             "(takes a moment to reflect, then looks at you with a curious expression) In the modern era, it grew.",
             "The lessons have been learned. (smiles)", "This report has added a section that will help.",
+            "The history of this science is written in a captivating style.", "It was written in the style of a human.",
+            "This process, as you mentioned, is connected to the Sun.", "In one paragraph, it explained the process.",
+            "The one paragraph that did not have a heading was written by a human.",
+            "The conclusion of the report is a reminder of the role vaccines play.",
             'She nodded. "Fine." The story then describes the long walk home.']
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
@@ -187,7 +191,8 @@ def test_text_that_describes_itself_is_meta():
              "He said the report concluded nothing new.", "The text messages arrived at dawn.",
              "The first section of the wall collapsed in 1920.", "In this small fishing village, boats leave at dawn.",
              "You will see the lamp from the harbour.", "The lamp (an old oil burner) smoked all night.",
-             "The ministry's report described the flood."]
+             "The ministry's report described the flood.", "The letter was written in a shaky hand.",
+             "The conclusion of the treaty was celebrated.", "As you walk along the shore, the tide turns."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
