@@ -145,6 +145,10 @@ META_PATTERNS = (
     r"introduced)\b",
     r"the (?:report|essay|article|text) (?:also )?(?:delved|explored|touched on)\b",
     r"this (?:report|essay|article) (?:has|had) (?:also )?(?:added|included|covered|discussed|explored|shown)\b",
+    r"the (?:report|article|essay|text) (?:is|was) (?:looking at|focusing on|discussing|exploring|examining)\b",
+    r"the (?:explanation|discussion|argument|focus) in (?:the|this) (?:report|article|essay)\b",
+    r"this (?:report|article|essay), (?:which|we)\b", r"this (?:report|article|essay) is (?:explained|described|"
+    r"illustrated) by\b", r"the (?:report|article|essay|story|text) (?:now )?reaches (?:the|its) (?:end|conclusion)\b",
     r"the (?:report|essay|article)'s (?:section|sections|conclusion|introduction|analysis|main findings|focus)\b",
     r"in this (?:[\w-]+ ){1,3}(?:paragraph|section|report|essay|article)\b",
     r"you (?:will|should|must|need to) (?:highlight|provide|present|discuss|avoid using|write|focus on|"

@@ -166,6 +166,10 @@ def test_text_that_describes_itself_is_meta():
             "This process, as you mentioned, is connected to the Sun.", "In one paragraph, it explained the process.",
             "The one paragraph that did not have a heading was written by a human.",
             "The conclusion of the report is a reminder of the role vaccines play.",
+            "The report was looking at one detail, and not going to repeat anything else.",
+            "The explanation in the report was looking at one detail.",
+            "This report, which was written in 2020, has influenced the world.", "This report, we shall do so.",
+            "This report is explained by a comparison.", "The article now reaches the end, concluding with a sentence.",
             'She nodded. "Fine." The story then describes the long walk home.']
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
@@ -192,7 +196,8 @@ def test_text_that_describes_itself_is_meta():
              "The first section of the wall collapsed in 1920.", "In this small fishing village, boats leave at dawn.",
              "You will see the lamp from the harbour.", "The lamp (an old oil burner) smoked all night.",
              "The ministry's report described the flood.", "The letter was written in a shaky hand.",
-             "The conclusion of the treaty was celebrated.", "As you walk along the shore, the tide turns."]
+             "The conclusion of the treaty was celebrated.", "As you walk along the shore, the tide turns.",
+             "The river now reaches the end of the valley.", "The explanation in the guide was clear."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
