@@ -149,6 +149,8 @@ META_PATTERNS = (
     r"the (?:explanation|discussion|argument|focus) in (?:the|this) (?:report|article|essay)\b",
     r"this (?:report|article|essay), (?:which|we)\b", r"this (?:report|article|essay) is (?:explained|described|"
     r"illustrated) by\b", r"the (?:report|article|essay|story|text) (?:now )?reaches (?:the|its) (?:end|conclusion)\b",
+    r"(?:the|this) (?:first|second|third|fourth|fifth|next|last|final|following) (?:paragraph|section) "
+    r"(?:will|would)\b", r"(?:added|included) (?:to|in) (?:the|this) (?:report|essay|article)\b",
     r"the (?:report|essay|article)'s (?:section|sections|conclusion|introduction|analysis|main findings|focus)\b",
     r"in this (?:[\w-]+ ){1,3}(?:paragraph|section|report|essay|article)\b",
     r"you (?:will|should|must|need to) (?:highlight|provide|present|discuss|avoid using|write|focus on|"

@@ -170,6 +170,7 @@ def test_text_that_describes_itself_is_meta():
             "The explanation in the report was looking at one detail.",
             "This report, which was written in 2020, has influenced the world.", "This report, we shall do so.",
             "This report is explained by a comparison.", "The article now reaches the end, concluding with a sentence.",
+            "The first paragraph will explain how the press spread.", "One detail that has been added to the report is this.",
             'She nodded. "Fine." The story then describes the long walk home.']
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
@@ -197,7 +198,9 @@ def test_text_that_describes_itself_is_meta():
              "You will see the lamp from the harbour.", "The lamp (an old oil burner) smoked all night.",
              "The ministry's report described the flood.", "The letter was written in a shaky hand.",
              "The conclusion of the treaty was celebrated.", "As you walk along the shore, the tide turns.",
-             "The river now reaches the end of the valley.", "The explanation in the guide was clear."]
+             "The river now reaches the end of the valley.", "The explanation in the guide was clear.",
+             "The next chapter would begin in Lisbon.", "The next part would be the hardest.",
+             "Salt was added to the dough."]
     assert not any(meta_phrases(s) for s in plain), [meta_phrases(s) for s in plain]
 
 
