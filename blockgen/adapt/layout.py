@@ -54,7 +54,12 @@ def training_mask(length: int, block_size: int, valid: torch.Tensor | None = Non
     clean_clean = k <= q
     clean_noisy = torch.zeros_like(noisy_noisy)
     mask = torch.cat([torch.cat([noisy_noisy, noisy_clean], 1), torch.cat([clean_noisy, clean_clean], 1)], 0)
-    mask = mask[None]  # (1, 2L, 2L)
+    return _within(mask[None], valid, segments)  # (1, 2L, 2L) before
+
+
+def _within(mask: torch.Tensor, valid: torch.Tensor | None, segments: torch.Tensor | None) -> torch.Tensor:
+    """(B, 1, 2L, 2L): `mask` (B or 1, 2L, 2L) over [noisy | clean] with each query kept to its own segment's keys,
+    padded keys hidden and padded queries seeing everything (never read)."""
     if segments is not None:
         both = torch.cat([segments, segments], 1)  # (B, 2L)
         mask = mask & (both[:, :, None] == both[:, None, :])
@@ -62,6 +67,13 @@ def training_mask(length: int, block_size: int, valid: torch.Tensor | None = Non
         both = torch.cat([valid, valid], 1)  # (B, 2L)
         mask = (mask & both[:, None, :]) | ~both[:, :, None]
     return mask[:, None]
+
+
+def _both_copies(positions: torch.Tensor | None, rows: int, length: int, device) -> torch.Tensor:
+    """(rows, 2L) positions of the [noisy | clean] stream: the given (rows, L) ones twice, else 0..L-1 twice."""
+    if positions is None:
+        return torch.arange(length, device=device).repeat(2)[None].expand(rows, 2 * length)
+    return torch.cat([positions, positions], 1)
 
 
 def predictor_index(length: int, block_size: int, logit_shift: bool, device=None) -> torch.Tensor:
@@ -151,10 +163,7 @@ def build_batch(
     clean = ids.repeat(2, 1)
     noisy = torch.where(masked, torch.full_like(clean, mask_token_id), clean)
     valid2 = valid.repeat(2, 1)
-    if positions is None:
-        positions = torch.arange(length, device=ids.device).repeat(2)[None].expand(2 * b, 2 * length)
-    else:
-        positions = torch.cat([positions, positions], 1).repeat(2, 1)
+    positions = _both_copies(positions, b, length, ids.device).repeat(2, 1)
     segments2 = None if segments is None else segments.repeat(2, 1)
     index = predictor_index(length, block_size, logit_shift, ids.device)
     rows, cols = masked.nonzero(as_tuple=True)
@@ -190,12 +199,7 @@ def gated_mask(masked: torch.Tensor, block_size: int, valid: torch.Tensor,
     clean_clean = (i[None, :] <= i[:, None])[None].expand(b, length, length)
     clean_noisy = torch.zeros(b, length, length, dtype=torch.bool, device=masked.device)
     mask = torch.cat([torch.cat([noisy_noisy, noisy_clean], 2), torch.cat([clean_noisy, clean_clean], 2)], 1)
-    if segments is not None:
-        both = torch.cat([segments, segments], 1)
-        mask = mask & (both[:, :, None] == both[:, None, :])
-    both = torch.cat([valid, valid], 1)
-    mask = (mask & both[:, None, :]) | ~both[:, :, None]
-    return mask[:, None]
+    return _within(mask, valid, segments)
 
 
 def gated_batch(
@@ -217,10 +221,7 @@ def gated_batch(
     maskable = maskable & valid
     maskable[:, 0] = False  # a mask drafts after a token the base wrote: never at a row's first position
     noisy = torch.where(maskable, torch.full_like(ids, mask_token_id), ids)
-    if positions is None:
-        positions = torch.arange(length, device=ids.device).repeat(2)[None].expand(b, 2 * length)
-    else:
-        positions = torch.cat([positions, positions], 1)
+    positions = _both_copies(positions, b, length, ids.device)
     drafts = maskable[:, :-1] & maskable[:, 1:]  # a mask at i whose next token i + 1 is an answer token
     rows, cols = drafts.nonzero(as_tuple=True)
     return TrainingBatch(

@@ -583,14 +583,12 @@ def adapt(
             rows = _examples_for_step(examples, step, config.batch_size, config.seed)[rank::world]
             ids, valid, maskable = collate(rows, config.seq_len, pad_id)
         generator = _step_generator(config.seed, step, rank)
+        tensors = [t.to(accelerator.device) for t in (ids, valid, maskable)]
         if config.gated:
-            batch = gated_batch(ids.to(accelerator.device), valid.to(accelerator.device),
-                                maskable.to(accelerator.device), block_size=block, mask_token_id=mask[1], **extra)
+            batch = gated_batch(*tensors, block_size=block, mask_token_id=mask[1], **extra)
         else:
-            batch = build_batch(ids.to(accelerator.device), valid.to(accelerator.device),
-                                maskable.to(accelerator.device), block_size=block, mask_token_id=mask[1],
-                                logit_shift=config.logit_shift, generator=generator,
-                                suffix_share=config.suffix_share, **extra)
+            batch = build_batch(*tensors, block_size=block, mask_token_id=mask[1], logit_shift=config.logit_shift,
+                                generator=generator, suffix_share=config.suffix_share, **extra)
         sigma = config.mask_noise_at(step) * embed_std
         noise = None
         if sigma > 0:  # LLaDA2.0: each masked position gets its own noisy copy of the mask embedding early on

@@ -33,6 +33,7 @@ import torch
 
 from blockgen.engine.joining import JoinRoom, first_block
 from blockgen.engine.options import CACHE_MODES, GenerationConfig
+from blockgen.engine.sampling import penalized
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import Attention, AttentionKind
 from blockgen.models.cache import KVCache, shifted
@@ -262,8 +263,7 @@ def _penalize(logits: torch.Tensor, rows: _Rows, mask_id: int, penalty: float, g
     seen = (rows.editable if generated else rows.valid) & (rows.x >= 0) & (rows.x != mask_id)
     counts = torch.zeros(logits.shape[0], logits.shape[-1], dtype=torch.long, device=logits.device)
     counts.scatter_add_(1, rows.x.clamp(min=0), seen.long())
-    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(counts[:, None, :] > 0, penalized, logits)
+    return penalized(logits, counts[:, None, :] > 0, penalty)
 
 
 def attention_block(family: Family, commit: int, size: int | None = None) -> int | None:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from blockgen.engine.decode import DecodeSettings, FinishEvent, StepEvent, _check, ntk_factor
-from blockgen.engine.sampling import sample_tokens, token_distribution
+from blockgen.engine.sampling import penalized, sample_tokens, token_distribution
 from blockgen.errors import InvalidArgumentError
 from blockgen.models.cache import KVCache
 from blockgen.models.decoder import Decoder
@@ -84,8 +84,7 @@ class _Penalty:
         seen = self.seen[None].repeat(logits.shape[0], 1)
         for j, token in enumerate(drafts):
             seen[j + 1 :, token] = True
-        penalized = torch.where(logits > 0, logits / self.penalty, logits * self.penalty)
-        return torch.where(seen, penalized, logits)
+        return penalized(logits, seen, self.penalty)
 
 
 def speculate(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,

@@ -61,6 +61,12 @@ def sample_tokens(
     return picked if order is None else order.gather(-1, picked[..., None])[..., 0]
 
 
+def penalized(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's repetition penalty (as transformers applies it): where `seen` (broadcast against logits) is True, a
+    logit is divided by `penalty` when positive and multiplied by it when negative."""
+    return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
 def token_distribution(logits: torch.Tensor, *, temperature: float, top_k: int | None = None,
                        top_p: float | None = None) -> torch.Tensor:
     """The distribution `sample_tokens` draws from at this temperature (> 0): (..., V) float64 probabilities, zero
