@@ -37,14 +37,25 @@ def default_gguf_path() -> Path:
     return path
 
 
+# Bumped when the conversion's output changes, so an older conversion is not reused.
+CONVERSION_FORMAT = 1
+
+
+def conversion_key(gguf_path: str | Path) -> str:
+    """What names a conversion: the GGUF's bytes and the conversion format, never where the file lies, so each fresh
+    install of the same wheel (a new virtual environment, a CI clone) finds the conversion already made."""
+    with open(gguf_path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+    digest.update(f"|format {CONVERSION_FORMAT}".encode())
+    return digest.hexdigest()[:16]
+
+
 def converted_dir(gguf_path: str | Path) -> Path:
     """The cache directory holding the conversion of this GGUF file, converting it on first use."""
     gguf_path = Path(gguf_path).resolve()
     if not gguf_path.is_file():
         raise CheckpointNotFoundError(gguf_path, "no such GGUF file")
-    stat = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_home() / "converted" / f"{gguf_path.stem}-{key}"
+    target = cache_home() / "converted" / f"{gguf_path.stem}-{conversion_key(gguf_path)}"
     if not (target / "config.json").is_file():
         convert_gguf(gguf_path, target)
     return target

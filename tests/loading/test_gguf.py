@@ -47,3 +47,22 @@ def test_conversion_happens_once(tmp_path):
     second = blockgen.load(path)
     assert second.path == first.path and (second.path / "model.safetensors").stat().st_mtime_ns == stamp
     assert not [p for p in first.path.parent.iterdir() if p.name.startswith(".")]  # no leftover work directories
+
+
+def test_conversion_is_named_by_content_not_place(tmp_path):
+    # a fresh install puts the same wheel's GGUF at a new path with a new mtime: it must reuse the conversion
+    import shutil
+
+    from blockgen.loading import converted_dir
+
+    for d in "abc":
+        (tmp_path / d).mkdir()
+    first = write_gguf(tiny_hf_model("llama"), tmp_path / "a" / "tiny.gguf", "llama")
+    second = tmp_path / "b" / "tiny.gguf"
+    shutil.copy(first, second)
+    made = converted_dir(first)
+    stamp = (made / "model.safetensors").stat().st_mtime_ns
+    assert converted_dir(second) == made and (made / "model.safetensors").stat().st_mtime_ns == stamp
+    assert len(list(made.parent.iterdir())) == 1
+    changed = write_gguf(tiny_hf_model("llama", tie=True), tmp_path / "c" / "tiny.gguf", "llama")
+    assert converted_dir(changed) != made
