@@ -20,8 +20,10 @@ import os
 import signal
 import socket
 import statistics
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -43,10 +45,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_server(model: str, port: int, max_batch: int) -> subprocess.Popen:
+def _start_server(model: str, port: int, max_batch: int, jobs_dir: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "blockgen.cli", "serve", "--model", model, "--port", str(port),
-               "--max-batch", str(max_batch), "--log-level", "warning", "--jobs-dir",
-               os.path.join(os.environ.get("TMPDIR", "/tmp"), f"blockgen-serve-load-{port}")]
+               "--max-batch", str(max_batch), "--log-level", "warning", "--jobs-dir", jobs_dir]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while True:
@@ -119,10 +120,10 @@ def main() -> None:
     parser.add_argument("--url", help="an already running server instead of starting one (its --model must match)")
     args = parser.parse_args()
     modes = sorted(set(args.clients) | {1})
-    process = None
+    process, jobs_dir = None, tempfile.mkdtemp(prefix="blockgen-serve-load-")
     if args.url is None:
         port = _free_port()
-        process = _start_server(args.model, port, max(modes))
+        process = _start_server(args.model, port, max(modes), jobs_dir)
         url = f"http://127.0.0.1:{port}"
     else:
         url = args.url.rstrip("/")
@@ -140,6 +141,7 @@ def main() -> None:
         if process is not None:
             process.send_signal(signal.SIGINT)
             process.wait(60)
+        shutil.rmtree(jobs_dir, ignore_errors=True)
     base = rows[0]
     print(f"blockgen serve, model {args.model}; {args.requests} streaming chat requests of up to {args.max_tokens} "
           f"tokens (greedy) per mode; {os.cpu_count()} CPUs; largest batch {health['largest_batch']}")
