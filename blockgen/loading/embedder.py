@@ -29,8 +29,16 @@ def embedder_path() -> Path:
 def load_embedder(path: str | None = None, device: str = "cpu"):
     """A SentenceTransformer from a local directory (the bundled all-MiniLM-L6-v2 by default); never downloads."""
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
 
-    return SentenceTransformer(str(path or embedder_path()), device=device, local_files_only=True)
+    # transformers draws a "Loading weights" bar for this 90 MB local load, into the middle of a CLI's own progress
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return SentenceTransformer(str(path or embedder_path()), device=device, local_files_only=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def embed(texts: list[str], embedder=None):

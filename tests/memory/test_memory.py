@@ -93,3 +93,14 @@ def test_abstractive_summary_asks_the_model_within_budget(tiny):
     summary = abstractive_summary(tiny, PARAGRAPH, budget=12, block_size=4, threshold=0.5)
     assert 0 < len(summary.token_ids) <= 12
     assert summary.text == tiny.decode(summary.token_ids).strip()
+
+
+def test_the_embedder_loads_without_a_progress_bar_and_leaves_the_setting(capfd):
+    from transformers.utils import logging as hf_logging
+
+    from blockgen.loading.embedder import load_embedder
+
+    assert hf_logging.is_progress_bar_enabled()
+    embedder = load_embedder()
+    assert "Loading weights" not in capfd.readouterr().err  # the CLI's own progress line stays whole
+    assert hf_logging.is_progress_bar_enabled() and embed(["tides"], embedder).shape[-1] == 384
