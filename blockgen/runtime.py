@@ -208,7 +208,7 @@ class LoadedModel:
         from blockgen.engine import decode
 
         prompts, _, config, scheduler = self._prepare(prompt, chat, scheduler, options)
-        settings = config.decode_settings(self.family, self.device, self.stop_token_ids)
+        settings = config.decode_settings(self.family, self.device, self.stop_token_ids, self.tokenizer)
         yield from decode(self.model, self.family, scheduler, prompts, settings)
 
     def stream(self, prompt, *, chat: bool = False, scheduler=None, **options) -> Iterator:

@@ -33,7 +33,7 @@ import torch
 
 from blockgen.engine.joining import JoinRoom, first_block
 from blockgen.engine.options import CACHE_MODES, GenerationConfig
-from blockgen.engine.sampling import penalized
+from blockgen.engine.sampling import apply_dry, penalized
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import Attention, AttentionKind
 from blockgen.models.cache import KVCache, shifted
@@ -48,10 +48,12 @@ class DecodeSettings:
     resolved, the stop token ids and the random generator."""
 
     def __init__(self, max_new_tokens: int, block_size: int, steps: int, *, stop_token_ids: tuple[int, ...] = (),
-                 generator: torch.Generator | None = None, attention_block: int | None = None, **options):
+                 generator: torch.Generator | None = None, attention_block: int | None = None,
+                 dry_breaker_ids: frozenset[int] = frozenset(), **options):
         self.options = GenerationConfig.build(max_new_tokens=max_new_tokens, block_size=block_size, steps=steps,
                                               **options)
         self.stop_token_ids = tuple(stop_token_ids)
+        self.dry_breaker_ids = frozenset(dry_breaker_ids)  # DRY's breakers as token ids
         self.generator = generator
         self.attention_block = attention_block  # None: the family's (block-causal), none (other kinds)
 
@@ -264,6 +266,22 @@ def _penalize(logits: torch.Tensor, rows: _Rows, mask_id: int, penalty: float, g
     counts = torch.zeros(logits.shape[0], logits.shape[-1], dtype=torch.long, device=logits.device)
     counts.scatter_add_(1, rows.x.clamp(min=0), seen.long())
     return penalized(logits, counts[:, None, :] > 0, penalty)
+
+
+def _dry(logits: torch.Tensor, rows: _Rows, offsets: torch.Tensor, mask_id: int, s: DecodeSettings) -> None:
+    """DRY's penalties, in place, at each active row's first masked position of the block: the one position whose
+    text before it is all known (in AR decoding, the next token). The history is what the repetition penalty sees
+    (the row's prompt and committed text, or its committed text only)."""
+    block, generated = rows.block, s.options.penalty_scope == "generated"
+    masked = rows.x[:, block.start + offsets] == mask_id  # (B, P)
+    first = masked.long().argmax(-1)
+    wanted = (masked.any(-1) & rows.active).tolist()
+    for i, (want, at) in enumerate(zip(wanted, first.tolist(), strict=True)):
+        if not want:
+            continue
+        column = block.start + int(offsets[at])
+        seen = (rows.editable[i, :column] if generated else rows.valid[i, :column]) & (rows.x[i, :column] >= 0)
+        apply_dry(logits[i, at], rows.x[i, :column][seen].tolist(), s.options, s.dry_breaker_ids)
 
 
 def attention_block(family: Family, commit: int, size: int | None = None) -> int | None:
@@ -539,6 +557,8 @@ class _Loop:
         if s.options.repetition_penalty != 1.0:
             logits = _penalize(logits, rows, mask_id, s.options.repetition_penalty,
                                s.options.penalty_scope == "generated")
+        if s.options.dry_multiplier:
+            _dry(logits, rows, offsets, mask_id, s)
         if mask_id >= 0:  # the mask token is never a prediction
             logits[..., mask_id] = float("-inf")
         # only editable positions of active rows may change: masked ones by commits, committed ones by edits

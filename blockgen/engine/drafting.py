@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from blockgen.engine.decode import DecodeSettings, FinishEvent, StepEvent, _check, ntk_factor
-from blockgen.engine.sampling import penalized, sample_tokens, token_distribution
+from blockgen.engine.sampling import apply_dry, penalized, sample_tokens, token_distribution
 from blockgen.errors import InvalidArgumentError
 from blockgen.models.cache import KVCache
 from blockgen.models.decoder import Decoder
@@ -64,27 +64,34 @@ def _draft_mask(cached: int, base: int, masks: int, device, after: list[int] | N
 
 
 class _Penalty:
-    """CTRL's repetition penalty over a row's context (or its generated tokens), per base position of a forward: the
-    position after draft j also sees drafts 1..j."""
+    """CTRL's repetition penalty and DRY over a row's context (or its generated tokens), per base position of a
+    forward: the position after draft j also sees drafts 1..j."""
 
-    def __init__(self, penalty: float, vocab: int, seen: list[int], device):
-        self.penalty = penalty
+    def __init__(self, s: DecodeSettings, vocab: int, seen: list[int], device):
+        self.options, self.breakers = s.options, s.dry_breaker_ids
+        self.penalty = s.options.repetition_penalty
+        self.history = list(seen)  # what DRY matches against
         self.seen = torch.zeros(vocab, dtype=torch.bool, device=device)
-        if penalty != 1.0 and seen:
+        if self.penalty != 1.0 and seen:
             self.seen[torch.tensor(seen, device=device)] = True
 
     def add(self, tokens: list[int]) -> None:
+        self.history += tokens
         if self.penalty != 1.0 and tokens:
             self.seen[torch.tensor(tokens, device=self.seen.device)] = True
 
     def __call__(self, logits: torch.Tensor, drafts: list[int]) -> torch.Tensor:
         """logits (m + 1, V) at t and the m drafts."""
-        if self.penalty == 1.0:
-            return logits
-        seen = self.seen[None].repeat(logits.shape[0], 1)
-        for j, token in enumerate(drafts):
-            seen[j + 1 :, token] = True
-        return penalized(logits, seen, self.penalty)
+        if self.penalty != 1.0:
+            seen = self.seen[None].repeat(logits.shape[0], 1)
+            for j, token in enumerate(drafts):
+                seen[j + 1 :, token] = True
+            logits = penalized(logits, seen, self.penalty)
+        if self.options.dry_multiplier:
+            logits = logits.clone()
+            for j in range(logits.shape[0]):
+                apply_dry(logits[j], self.history + drafts[:j], self.options, self.breakers)
+        return logits
 
 
 def speculate(p: torch.Tensor, q: torch.Tensor, drafts: torch.Tensor,
@@ -116,7 +123,7 @@ def _decode_row(model: Decoder, family: Family, row: int, prompt: list[int], s: 
     if len(prompt) > 1:
         model(torch.tensor([prompt[:-1]], device=device), cache=cache, logits_at=torch.tensor([0], device=device),
               ntk_factor=factor)
-    penalty = _Penalty(o.repetition_penalty, vocab, [] if o.penalty_scope == "generated" else prompt, device)
+    penalty = _Penalty(s, vocab, [] if o.penalty_scope == "generated" else prompt, device)
     stops = set(s.stop_token_ids)
     last, drafts, out, step = prompt[-1], [], [], 0
     q = None  # the distributions the drafts were drawn from (sampling)

@@ -166,7 +166,7 @@ def stream(
     """Chunks of text per row, in commit order of each row's contiguous prefix; every row ends with a chunk whose
     finish_reason is "stop" (EOS or a stop string) or "length" (max_new_tokens)."""
     scheduler = scheduler if scheduler is not None else config.make_scheduler()
-    settings = config.decode_settings(family, model.device, stop_token_ids)
+    settings = config.decode_settings(family, model.device, stop_token_ids, tokenizer)
     rows = [RowText(tokenizer, config.stop) for _ in prompts]
     stop_check = (lambda row, tokens: rows[row].stop_at(tokens)) if config.stop else None
     stats = [GenerationStats(prompt_tokens=len(p)) for p in prompts]

@@ -43,6 +43,14 @@ class GenerationConfig(Options):
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0, description="CTRL's penalty on tokens already in the row")
     penalty_scope: Literal["context", "generated"] = Field("context", description="tokens the penalty sees: the "
                                                            "prompt and the generated text, or only the generated")
+    dry_multiplier: float = Field(0.0, ge=0.0, le=10.0, description="DRY: a token that would make the text repeat "
+                                  "an earlier run of dry_allowed_length or more tokens loses multiplier * base ** "
+                                  "(length - dry_allowed_length) of its logit (0: off); it sees the tokens "
+                                  "penalty_scope says")
+    dry_base: float = Field(1.75, ge=1.0, le=4.0, description="DRY: how fast the penalty grows with the repeat")
+    dry_allowed_length: int = Field(2, ge=1, le=64, description="DRY: the longest repeat left unpenalized")
+    dry_breakers: tuple[str, ...] = Field(("\n", ":", '"', "*"), description="DRY: a token holding any of these "
+                                          "ends a repeat and is never penalized (so lists and dialogue keep form)")
     seed: int | None = None
     cache: Literal[CACHE_MODES] = Field("auto", description="KV cache mode")
     stop: tuple[str, ...] = Field((), description="stop strings")
@@ -53,15 +61,18 @@ class GenerationConfig(Options):
         """The commit block this generation decodes with: the option, else the checkpoint family's published one."""
         return self.block_size or family.default_block
 
-    def decode_settings(self, family, device, stop_token_ids: tuple[int, ...] = ()):
+    def decode_settings(self, family, device, stop_token_ids: tuple[int, ...] = (), tokenizer=None):
         """The decode loop's settings: commit block and steps resolved, stop ids and the seeded generator attached
-        (the decode loop adds the checkpoint's attention block)."""
+        (the decode loop adds the checkpoint's attention block); with DRY on, its breakers as token ids (from the
+        tokenizer)."""
         from blockgen.engine.decode import DecodeSettings
+        from blockgen.engine.sampling import breaker_ids
 
         block = self.block_for(family)
         generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
+        breakers = breaker_ids(tokenizer, self.dry_breakers) if self.dry_multiplier and tokenizer else frozenset()
         return DecodeSettings(**(self.model_dump() | {"block_size": block, "steps": self.steps or block}),
-                              stop_token_ids=stop_token_ids, generator=generator)
+                              stop_token_ids=stop_token_ids, generator=generator, dry_breaker_ids=breakers)
 
     def make_scheduler(self):
         return scheduler_by_name(self.scheduler, threshold=self.threshold, factor=self.factor,

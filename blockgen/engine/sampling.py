@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 
 from blockgen.errors import InvalidArgumentError
@@ -98,3 +100,53 @@ def confidence_of(
         return (logits.gather(-1, tokens[..., None]) - normalizer)[..., 0].exp()
     top2 = (logits.topk(2, dim=-1).values - normalizer).exp()
     return top2[..., 0] - top2[..., 1]
+
+
+def dry_penalties(history: list[int], *, multiplier: float, base: float = 1.75, allowed_length: int = 2,
+                  breakers: frozenset[int] | set[int] = frozenset(), max_length: int = 40) -> dict[int, float]:
+    """The DRY ("don't repeat yourself") penalty of each token that would extend a repeat of the text so far, as
+    llama.cpp and koboldcpp define it: for every earlier place where the history's last tokens already occurred
+    (L of them matching, counted back from the end and stopping at a sequence breaker), the token that followed
+    them there would make the repeat L + 1 long; when L >= allowed_length it gets multiplier * base ** (L -
+    allowed_length), the largest over its occurrences. A breaker (a newline, a colon, a quote) is never penalized
+    and never matched across, so lists and dialogue may repeat their form. Returns {token id: penalty}; an empty dict
+    when nothing repeats."""
+    n = len(history)
+    if n < 2 or multiplier <= 0:
+        return {}
+    last = history[-1]
+    if last in breakers:
+        return {}
+    longest: dict[int, int] = {}
+    for j in range(n - 2, -1, -1):  # history[j] == last: history[j + 1] would continue the repeat
+        if history[j] != last:
+            continue
+        follower = history[j + 1]
+        if follower in breakers:
+            continue
+        length = 1
+        while (length < max_length and j - length >= 0 and history[j - length] == history[n - 1 - length]
+               and history[j - length] not in breakers):
+            length += 1
+        if length >= allowed_length and length > longest.get(follower, 0):
+            longest[follower] = length
+    return {t: multiplier * base ** (length - allowed_length) for t, length in longest.items()}
+
+
+@lru_cache(maxsize=8)
+def breaker_ids(tokenizer, breakers: tuple[str, ...]) -> frozenset[int]:
+    """The ids of the tokens whose text holds any of `breakers` (DRY's sequence breakers), once per tokenizer."""
+    if not breakers:
+        return frozenset()
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return frozenset(i for i, text in enumerate(texts) if any(b in text for b in breakers))
+
+
+def apply_dry(logits: torch.Tensor, history: list[int], options, breakers: frozenset[int]) -> torch.Tensor:
+    """logits (V,) of the token after `history`, less DRY's penalties under `options` (a GenerationConfig), in place."""
+    penalties = dry_penalties(history, multiplier=options.dry_multiplier, base=options.dry_base,
+                              allowed_length=options.dry_allowed_length, breakers=breakers)
+    if penalties:
+        ids = torch.tensor(list(penalties), device=logits.device)
+        logits[ids] -= torch.tensor(list(penalties.values()), dtype=logits.dtype, device=logits.device)
+    return logits

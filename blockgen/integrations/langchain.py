@@ -31,7 +31,8 @@ _LOADING = threading.Lock()
 # `cache` is its response cache, so the KV cache mode is `kv_cache` here)
 _CALL_OPTIONS = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k",
                  "seed": "seed", "block_size": "block_size", "steps": "steps", "scheduler": "scheduler",
-                 "threshold": "threshold", "repetition_penalty": "repetition_penalty", "kv_cache": "cache"}
+                 "threshold": "threshold", "repetition_penalty": "repetition_penalty",
+                 "dry_multiplier": "dry_multiplier", "kv_cache": "cache"}
 _ROLES = {"system": "system", "human": "user", "ai": "assistant", "tool": "tool", "function": "tool"}
 
 
@@ -69,6 +70,7 @@ class _Settings(BaseModel):
     scheduler: str | None = None
     threshold: float | None = None
     repetition_penalty: float | None = None
+    dry_multiplier: float | None = Field(None, description="DRY's penalty on tokens that would repeat earlier text")
     kv_cache: str | None = Field(None, description="blockgen's KV cache mode (LangChain's `cache` is its response "
                                  "cache)")
     client: Any = Field(None, exclude=True, description="an already loaded blockgen model to use instead of `model`")

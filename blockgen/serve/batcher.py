@@ -289,7 +289,7 @@ class Batcher:
             self.stats.largest = max(self.stats.largest, room.rows)
             return [(row.prompt, row.config.max_new_tokens) for row in taken]
 
-        settings = config.decode_settings(lm.family, lm.device, lm.stop_token_ids)
+        settings = config.decode_settings(lm.family, lm.device, lm.stop_token_ids, lm.tokenizer)
         events = decode(lm.model, lm.family, config.make_scheduler(), [row.prompt for row in rows], settings,
                         stop_check, join=None if lm.family.gated else join)  # a drafting loop takes no joins
         passes = 0

@@ -18,7 +18,8 @@ from blockgen.errors import InvalidArgumentError
 
 # blockgen's decoding options a request may add as extra body fields (GenerationConfig validates their values)
 EXTRA_OPTIONS = ("block_size", "steps", "scheduler", "threshold", "factor", "editing_threshold", "top_k",
-                 "repetition_penalty", "penalty_scope", "cache")
+                 "repetition_penalty", "penalty_scope", "dry_multiplier", "dry_base", "dry_allowed_length",
+                 "dry_breakers", "cache")
 # GenerationConfig's names -> the API's, for errors that name a field
 API_NAMES = {"max_new_tokens": "max_tokens"}
 
@@ -51,7 +52,8 @@ class _Sampling(BaseModel):
     def refuse_unsupported(self) -> None:
         for name in ("presence_penalty", "frequency_penalty"):
             if getattr(self, name):
-                self._refuse(name, "is not supported; blockgen's `repetition_penalty` (an extra body field) is")
+                self._refuse(name, "is not supported; blockgen's `repetition_penalty` and `dry_multiplier` (extra "
+                                    "body fields) are")
         if self.logit_bias:
             self._refuse("logit_bias", "is not supported")
         if not self.stream and self.stream_options is not None and self.stream_options.include_usage:

@@ -120,12 +120,15 @@ def test_penalty_stops_and_limits_match_the_ar_loop(alphabet_base, drafter):
     base = blockgen.load(alphabet_base, device="cpu", dtype="float32", quantize=None)
     lm = blockgen.load(drafter, device="cpu", dtype="float32", quantize=None)
     for options in ({"repetition_penalty": 1.3}, {"repetition_penalty": 1.5, "penalty_scope": "generated"},
+                    {"dry_multiplier": 1.0}, {"dry_multiplier": 3.0, "dry_allowed_length": 1, "penalty_scope": "generated"},
                     {"stop": ("uv",)}, {"max_new_tokens": 5}):
         options = {"max_new_tokens": 30} | options
         for prompt in PROMPTS[:3]:
             ar = base.generate_results(prompt, **options)[0]
             drafted = lm.generate_results(prompt, draft_threshold=0.3, **options)[0]
             assert (drafted.tokens, drafted.finish_reason) == (ar.tokens, ar.finish_reason), options
+            if "dry_multiplier" in options:  # the alphabet comes round again: DRY changes what is written
+                assert ar.tokens != base.generate_results(prompt, max_new_tokens=30)[0].tokens
     # no draft ever proposed (threshold 1): sampling draws the same random stream as the AR loop
     for options in ({"temperature": 3.0, "seed": 3}, {"temperature": 2.0, "top_k": 50, "top_p": 0.95, "seed": 4}):
         ar = base.generate_results("xyz", max_new_tokens=20, **options)[0]

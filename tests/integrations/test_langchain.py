@@ -89,7 +89,7 @@ def test_chat_model_templates_streams_and_reports_usage(tiny):
 
 def test_bad_parameters_are_validation_errors(tiny):
     for bad in (dict(temperature=-1), dict(max_tokens=0), dict(scheduler="nope"), dict(top_p=1.5),
-                dict(kv_cache="sometimes")):
+                dict(kv_cache="sometimes"), dict(dry_multiplier=-1)):
         with pytest.raises(ValidationError, match=next(iter(bad))):  # named as this class names it
             ChatBlockgen(client=tiny, **bad)
         with pytest.raises(ValidationError):
@@ -100,6 +100,12 @@ def test_kv_cache_is_blockgens_and_cache_stays_langchains(tiny):
     llm = BlockgenLLM(client=tiny, kv_cache="none", cache=False, **OPTIONS)  # LangChain's response cache off
     assert llm._options(None, {}) == {"max_new_tokens": 16, "block_size": 4, "threshold": 0.5, "cache": "none"}
     assert llm.invoke("The tide") == tiny.generate("The tide", max_new_tokens=16, block_size=4, threshold=0.5)
+
+
+def test_dry_reaches_the_engine(tiny):
+    llm = BlockgenLLM(client=tiny, max_tokens=24, dry_multiplier=3.0)
+    assert llm._options(None, {}) == {"max_new_tokens": 24, "dry_multiplier": 3.0}
+    assert llm.invoke("The tide") == tiny.generate("The tide", max_new_tokens=24, dry_multiplier=3.0)
 
 
 def test_document_writer_runnable_and_tool(tiny, tmp_path):

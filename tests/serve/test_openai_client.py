@@ -105,3 +105,11 @@ def test_block_diffusion_options_as_extra_body_fields(bd_lm, tmp_path):
         streamed = client.completions.create(model="bd", prompt="The tide", max_tokens=16, stream=True,
                                              extra_body=options)
         assert "".join(c.choices[0].text for c in streamed) == expected
+
+
+def test_dry_as_an_extra_body_field(client, ar_lm):
+    options = dict(dry_multiplier=2.0, dry_allowed_length=1, dry_breakers=[":"])
+    expected = ar_lm.generate(MESSAGES, chat=True, max_new_tokens=24, **options)
+    assert expected != ar_lm.generate(MESSAGES, chat=True, max_new_tokens=24)
+    reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=24, extra_body=options)
+    assert reply.choices[0].message.content == expected
