@@ -202,11 +202,13 @@ def in_first_person(sentence: str) -> bool:
 _QUOTED = re.compile(r'"[^"]*"|“[^”]*”')
 
 
-def first_person_share(text: str) -> float:
+def first_person_share(text: str, *, narration_only: bool = False) -> float:
     """The share of sentences in the first person singular ("As I stepped onto the beach..."): a narrator's voice, out
-    of place in a report."""
+    of place in a report; with `narration_only`, what is said inside quotation marks does not count (a story's
+    dialogue speaks as "I" whoever narrates)."""
     sentences = sentences_of(text)
-    return sum(1 for s in sentences if _FIRST_PERSON.search(s)) / len(sentences) if sentences else 0.0
+    first = in_first_person if narration_only else _FIRST_PERSON.search
+    return sum(1 for s in sentences if first(s)) / len(sentences) if sentences else 0.0
 
 
 def self_repetition(text: str) -> float:

@@ -96,8 +96,10 @@ class WriterConfig(Options):
     repeat_weight: float = Field(2.0, ge=0.0, description="steering penalty for the share of a candidate's "
                                  "content-word pairs it says again and of its short sentences that only echo "
                                  "what it said before (loops the fluency judge scores as fluent)")
-    voice_weight: float = Field(1.0, ge=0.0, description="steering penalty, in a report, for the share of sentences "
-                                "in a narrator's first person ('As I stepped onto the beach...')")
+    voice_weight: float = Field(1.0, ge=0.0, description="steering penalty for a candidate's narrative voice "
+                                "leaving the document's: in a report, the share of sentences in a narrator's first "
+                                "person ('As I stepped onto the beach...'); in a story, how far that share (dialogue "
+                                "aside) stands from the story's so far (a third-person story turning to 'I smiled')")
     plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
                               "nearer another section's outline node than its own (off plan), or flawed (meta, a "
                               "report's narrator, loops; see `flawed`) with redraw_flawed")
@@ -430,6 +432,7 @@ class Writer:
         written = Novelty([p.text for p in doc.paragraphs], pinned=([brief.goal] if brief.goal.strip() else [])
                           + [request_head(brief), instruction(brief, True)])
         section_so_far = "\n\n".join(p.text for p in doc.paragraphs if p.section == i)
+        story_so_far = "\n\n".join(p.text for p in doc.paragraphs) if doc.request.kind == "story" else ""
         began = time.perf_counter()
         for attempt in range(cfg.max_attempts):
             start = time.perf_counter()
@@ -448,7 +451,7 @@ class Writer:
                                   keep_words, report=doc.request.kind == "report", repair=cfg.cleanup != "repeats")
                           for r in batch]
                 best, on_plan = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words,
-                                            section_so_far, doc.request.kind)
+                                            section_so_far, doc.request.kind, story_so_far)
                 if draw:
                     log.info("paragraph %d: redraw %d (off plan or flawed), %s", index, draw,
                              "now on plan" if on_plan else "still off plan")
@@ -468,12 +471,14 @@ class Writer:
         return None
 
     def _steer(self, texts: list[str], raw: list[str], i: int, latent: torch.Tensor, memory: ParagraphMemory,
-               asked: int, section_so_far: str = "", kind: str = "report") -> tuple[int | None, bool]:
+               asked: int, section_so_far: str = "", kind: str = "report",
+               story_so_far: str = "") -> tuple[int | None, bool]:
         """Index of the best candidate (cleaned texts; raw: as the model wrote them): on the document's subject (its
         title node), nearest its own outline node rather than the other sections' nodes (with a bonus, plan_weight,
         when the section it leaves is nearer its own node than any other: on plan), least like earlier
         paragraphs, most fluent by the model's own judgment, with the fewest meta or assistant phrases before cleanup,
-        in a report the fewest sentences in a narrator's first person, least looping on its own phrases, and close
+        in a report the fewest sentences in a narrator's first person, in a story the voice of `story_so_far` (its
+        earlier paragraphs), least looping on its own phrases, and close
         to the `asked` length; None when no candidate has words. Also whether the one chosen is on plan:
         nearer its own outline node than any other section's. The plan is judged on the section as it would read with
         the candidate (`section_so_far` plus it), as the section is what stands for its node."""
@@ -508,6 +513,10 @@ class Writer:
                                                               for n in usable])
         if cfg.voice_weight and kind == "report":
             score = score - cfg.voice_weight * torch.tensor([first_person_share(texts[n]) for n in usable])
+        elif cfg.voice_weight and story_so_far.strip():  # a story keeps the voice it began in
+            told = first_person_share(story_so_far, narration_only=True)
+            score = score - cfg.voice_weight * torch.tensor(
+                [abs(first_person_share(texts[n], narration_only=True) - told) for n in usable])
         # a candidate far shorter than asked is what is left of a bad draw after cleanup
         score = score - torch.tensor([max(0.0, 1.0 - count_words(texts[n]) / asked) for n in usable])
         best = int(score.argmax())

@@ -271,17 +271,19 @@ def _penalize(logits: torch.Tensor, rows: _Rows, mask_id: int, penalty: float, g
 def _dry(logits: torch.Tensor, rows: _Rows, offsets: torch.Tensor, mask_id: int, s: DecodeSettings) -> None:
     """DRY's penalties, in place, at each active row's first masked position of the block: the one position whose
     text before it is all known (in AR decoding, the next token). The history is what the repetition penalty sees
-    (the row's prompt and committed text, or its committed text only)."""
-    block, generated = rows.block, s.options.penalty_scope == "generated"
+    (the row's prompt and committed text, or its committed text only). The rows are read to the host in one go."""
+    block = rows.block
     masked = rows.x[:, block.start + offsets] == mask_id  # (B, P)
     first = masked.long().argmax(-1)
-    wanted = (masked.any(-1) & rows.active).tolist()
-    for i, (want, at) in enumerate(zip(wanted, first.tolist(), strict=True)):
-        if not want:
-            continue
+    wanted = masked.any(-1) & rows.active
+    scope = rows.editable if s.options.penalty_scope == "generated" else rows.valid
+    end = block.start + int(offsets[-1]) + 1
+    x, seen, first, wanted, offsets = (t.cpu() for t in (rows.x[:, :end], scope[:, :end] & (rows.x[:, :end] >= 0),
+                                                         first, wanted, offsets))
+    for i in wanted.nonzero().flatten().tolist():
+        at = int(first[i])
         column = block.start + int(offsets[at])
-        seen = (rows.editable[i, :column] if generated else rows.valid[i, :column]) & (rows.x[i, :column] >= 0)
-        apply_dry(logits[i, at], rows.x[i, :column][seen].tolist(), s.options, s.dry_breaker_ids)
+        apply_dry(logits[i, at], x[i, :column][seen[i, :column]].tolist(), s.options, s.dry_breaker_ids)
 
 
 def attention_block(family: Family, commit: int, size: int | None = None) -> int | None:

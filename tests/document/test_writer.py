@@ -173,7 +173,7 @@ def test_writer_config_nests_the_generation_options():
     assert info.value.parameter == "max_new_tokens"
 
 
-def test_report_steering_passes_over_a_narrators_first_person(tiny):
+def test_steering_keeps_the_voice_a_report_and_a_story_are_told_in(tiny):
     """Of two candidates on the same point, a report keeps the one not told by an 'I' narrator; a story may be."""
     import torch
 
@@ -196,6 +196,15 @@ def test_report_steering_passes_over_a_narrators_first_person(tiny):
 
     assert choose("report", 0.0) == 0 and choose("report", 10.0) == 1  # the penalty decides it
     assert choose("story", 10.0) == choose("story", 0.0)  # a story's narrator is welcome
+    # a story keeps the voice it began in: told in the third person, a turn to "I" loses; told as "I", it wins
+    third = "The keeper climbed the stairs. She lit the lamp and watched the storm. \"I will stay,\" she said."
+    first = "I climbed the stairs. I lit the lamp and watched the storm. My hands were cold."
+
+    def story(so_far, weight):
+        writer = Writer(tiny, WriterConfig.build(voice_weight=weight, fluency_weight=0.0))
+        return writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "story", so_far)[0]
+
+    assert story(third, 10.0) == 1 and story(first, 10.0) == 0
     # a candidate that loops on its own phrase loses to one that does not
     looping = ("The tide comes in because the moon pulls the sea, and the moon pulls the sea because the moon pulls "
                "the tide. The moon pulls the sea, so the moon pulls the tide twice a day.")
