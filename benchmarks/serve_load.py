@@ -18,9 +18,9 @@ import argparse
 import asyncio
 import os
 import signal
+import shutil
 import socket
 import statistics
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,13 +121,13 @@ def main() -> None:
     args = parser.parse_args()
     modes = sorted(set(args.clients) | {1})
     process, jobs_dir = None, tempfile.mkdtemp(prefix="blockgen-serve-load-")
-    if args.url is None:
-        port = _free_port()
-        process = _start_server(args.model, port, max(modes), jobs_dir)
-        url = f"http://127.0.0.1:{port}"
-    else:
-        url = args.url.rstrip("/")
     try:
+        if args.url is None:
+            port = _free_port()
+            process = _start_server(args.model, port, max(modes), jobs_dir)
+            url = f"http://127.0.0.1:{port}"
+        else:
+            url = args.url.rstrip("/")
         requests = _requests(args.requests)
         # warm up: a single request, then a full-width burst (kernels, allocations, the tokenizer)
         asyncio.run(_mode(url, args.model, requests[:1], 1, 8))
@@ -138,10 +138,12 @@ def main() -> None:
             rows.append(asyncio.run(_mode(url, args.model, requests, clients, args.max_tokens)))
         health = httpx.get(f"{url}/health").json()
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGINT)
-            process.wait(60)
-        shutil.rmtree(jobs_dir, ignore_errors=True)
+        try:
+            if process is not None:
+                process.send_signal(signal.SIGINT)
+                process.wait(60)
+        finally:
+            shutil.rmtree(jobs_dir, ignore_errors=True)
     base = rows[0]
     print(f"blockgen serve, model {args.model}; {args.requests} streaming chat requests of up to {args.max_tokens} "
           f"tokens (greedy) per mode; {os.cpu_count()} CPUs; largest batch {health['largest_batch']}")

@@ -7,6 +7,7 @@ collects what the user set, ready for the model's `build`.
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
 from collections.abc import Iterable
@@ -68,7 +69,10 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *, exclud
         help_text = field.description or ""
         default = field.get_default(call_default_factory=True)
         if default not in (None, (), []) and "default:" not in help_text:
-            shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            shown = default
+            if isinstance(default, (list, tuple)):  # strings quoted as JSON would write them ("\n" stays visible)
+                shown = " ".join(json.dumps(x) for x in default) if all(isinstance(x, str) for x in default) \
+                    else ",".join(map(str, default))
             help_text = f"{help_text} (default: {shown})".strip()
         arms = _arms(field.annotation)
         item = _sequence_item(arms[0]) if len(arms) == 1 else None

@@ -207,8 +207,9 @@ def first_person_share(text: str, *, narration_only: bool = False) -> float:
     of place in a report; with `narration_only`, what is said inside quotation marks does not count (a story's
     dialogue speaks as "I" whoever narrates)."""
     sentences = sentences_of(text)
-    first = in_first_person if narration_only else _FIRST_PERSON.search
-    return sum(1 for s in sentences if first(s)) / len(sentences) if sentences else 0.0
+    if narration_only:  # quotations taken out of the whole text first: a quote may run over several sentences
+        sentences = [s for s in sentences_of(_QUOTED.sub(" ", text)) if words_of(s)]
+    return sum(1 for s in sentences if _FIRST_PERSON.search(s)) / len(sentences) if sentences else 0.0
 
 
 def self_repetition(text: str) -> float:

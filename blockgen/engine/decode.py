@@ -33,7 +33,7 @@ import torch
 
 from blockgen.engine.joining import JoinRoom, first_block
 from blockgen.engine.options import CACHE_MODES, GenerationConfig
-from blockgen.engine.sampling import apply_dry, penalized
+from blockgen.engine.sampling import DRY_MAX_PENALTY, dry_penalties, penalized
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import Attention, AttentionKind
 from blockgen.models.cache import KVCache, shifted
@@ -268,22 +268,33 @@ def _penalize(logits: torch.Tensor, rows: _Rows, mask_id: int, penalty: float, g
     return penalized(logits, counts[:, None, :] > 0, penalty)
 
 
-def _dry(logits: torch.Tensor, rows: _Rows, offsets: torch.Tensor, mask_id: int, s: DecodeSettings) -> None:
-    """DRY's penalties, in place, at each active row's first masked position of the block: the one position whose
-    text before it is all known (in AR decoding, the next token). The history is what the repetition penalty sees
-    (the row's prompt and committed text, or its committed text only). The rows are read to the host in one go."""
+def _dry(logits: torch.Tensor, rows: _Rows, offsets: torch.Tensor, masked: torch.Tensor, s: DecodeSettings) -> None:
+    """DRY's penalties, in place, at each active row's first masked position of the block (`masked`: (B, P), the
+    positions at `offsets` still masked before this pass): the one position whose text before it is all known (in
+    AR decoding, the next token). The history is the text before that position that the repetition penalty's scope
+    takes (prompt and committed text, or committed text only). The rows are read to the host in one go and the
+    penalties written back in one."""
     block = rows.block
-    masked = rows.x[:, block.start + offsets] == mask_id  # (B, P)
     first = masked.long().argmax(-1)
     wanted = masked.any(-1) & rows.active
     scope = rows.editable if s.options.penalty_scope == "generated" else rows.valid
-    end = block.start + int(offsets[-1]) + 1
+    end = rows.x.shape[1] if offsets.numel() == 0 else block.start + int(offsets.max()) + 1
     x, seen, first, wanted, offsets = (t.cpu() for t in (rows.x[:, :end], scope[:, :end] & (rows.x[:, :end] >= 0),
                                                          first, wanted, offsets))
+    where, amounts = [], []
     for i in wanted.nonzero().flatten().tolist():
         at = int(first[i])
         column = block.start + int(offsets[at])
-        apply_dry(logits[i, at], x[i, :column][seen[i, :column]].tolist(), s.options, s.dry_breaker_ids)
+        history = x[i, :column][seen[i, :column]].tolist()
+        for token, amount in dry_penalties(history, multiplier=s.options.dry_multiplier, base=s.options.dry_base,
+                                           allowed_length=s.options.dry_allowed_length,
+                                           breakers=s.dry_breaker_ids).items():
+            where.append((i, at, token))
+            amounts.append(min(amount, DRY_MAX_PENALTY))
+    if where:
+        index = torch.tensor(where, device=logits.device).T
+        logits.index_put_(tuple(index), -torch.tensor(amounts, dtype=logits.dtype, device=logits.device),
+                          accumulate=True)
 
 
 def attention_block(family: Family, commit: int, size: int | None = None) -> int | None:
@@ -560,7 +571,7 @@ class _Loop:
             logits = _penalize(logits, rows, mask_id, s.options.repetition_penalty,
                                s.options.penalty_scope == "generated")
         if s.options.dry_multiplier:
-            _dry(logits, rows, offsets, mask_id, s)
+            _dry(logits, rows, offsets, masks_before[:, offsets], s)
         if mask_id >= 0:  # the mask token is never a prediction
             logits[..., mask_id] = float("-inf")
         # only editable positions of active rows may change: masked ones by commits, committed ones by edits

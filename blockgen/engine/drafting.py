@@ -86,9 +86,10 @@ class _Penalty:
             seen = self.seen[None].repeat(logits.shape[0], 1)
             for j, token in enumerate(drafts):
                 seen[j + 1 :, token] = True
-            logits = penalized(logits, seen, self.penalty)
+            logits = penalized(logits, seen, self.penalty)  # a new tensor
+        elif self.options.dry_multiplier:
+            logits = logits.clone()  # the model's output is left as it was
         if self.options.dry_multiplier:
-            logits = logits.clone()
             for j in range(logits.shape[0]):
                 apply_dry(logits[j], self.history + drafts[:j], self.options, self.breakers)
         return logits

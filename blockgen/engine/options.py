@@ -6,7 +6,7 @@ and infill takes them as keyword options. Defaults that depend on the checkpoint
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import ConfigDict, Field
@@ -49,8 +49,9 @@ class GenerationConfig(Options):
                                   "penalty_scope says")
     dry_base: float = Field(1.75, ge=1.0, le=4.0, description="DRY: how fast the penalty grows with the repeat")
     dry_allowed_length: int = Field(2, ge=1, le=64, description="DRY: the longest repeat left unpenalized")
-    dry_breakers: tuple[str, ...] = Field(("\n", ":", '"', "*"), description="DRY: a token holding any of these "
-                                          "ends a repeat and is never penalized (so lists and dialogue keep form)")
+    dry_breakers: tuple[Annotated[str, Field(min_length=1, max_length=40)], ...] = Field(
+        ("\n", ":", '"', "*"), max_length=20, description="DRY: a token holding any of these ends a repeat and is "
+        "never penalized (so lists and dialogue keep form)")
     seed: int | None = None
     cache: Literal[CACHE_MODES] = Field("auto", description="KV cache mode")
     stop: tuple[str, ...] = Field((), description="stop strings")
@@ -70,7 +71,8 @@ class GenerationConfig(Options):
 
         block = self.block_for(family)
         generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
-        breakers = breaker_ids(tokenizer, self.dry_breakers) if self.dry_multiplier and tokenizer else frozenset()
+        breakers = breaker_ids(tokenizer, self.dry_breakers) if self.dry_multiplier and tokenizer is not None \
+            else frozenset()
         return DecodeSettings(**(self.model_dump() | {"block_size": block, "steps": self.steps or block}),
                               stop_token_ids=stop_token_ids, generator=generator, dry_breaker_ids=breakers)
 

@@ -9,6 +9,7 @@ import torch
 from blockgen.errors import InvalidArgumentError
 
 CONFIDENCES = ("probability", "margin", "entropy", "random")
+DRY_MAX_PENALTY = 1e4  # the most DRY takes off a logit (at the default settings, a repeat of 19 tokens)
 
 
 def filter_top_k(logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -133,13 +134,21 @@ def dry_penalties(history: list[int], *, multiplier: float, base: float = 1.75, 
     return {t: multiplier * base ** (length - allowed_length) for t, length in longest.items()}
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
+def _token_texts(tokenizer) -> tuple[str, ...]:
+    """Each token id's text, decoded once per tokenizer."""
+    return tuple(tokenizer.batch_decode([[i] for i in range(len(tokenizer))]))
+
+
+@lru_cache(maxsize=256)
+def _holding(tokenizer, breaker: str) -> frozenset[int]:
+    return frozenset(i for i, text in enumerate(_token_texts(tokenizer)) if breaker in text)
+
+
 def breaker_ids(tokenizer, breakers: tuple[str, ...]) -> frozenset[int]:
-    """The ids of the tokens whose text holds any of `breakers` (DRY's sequence breakers), once per tokenizer."""
-    if not breakers:
-        return frozenset()
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return frozenset(i for i, text in enumerate(texts) if any(b in text for b in breakers))
+    """The ids of the tokens whose text holds any of `breakers` (DRY's sequence breakers): the vocabulary is decoded
+    once per tokenizer and each breaker looked for once, so requests that vary them cost a scan, not a decode."""
+    return frozenset().union(*(_holding(tokenizer, b) for b in breakers if b))
 
 
 def apply_dry(logits: torch.Tensor, history: list[int], options, breakers: frozenset[int]) -> torch.Tensor:
@@ -148,5 +157,7 @@ def apply_dry(logits: torch.Tensor, history: list[int], options, breakers: froze
                               allowed_length=options.dry_allowed_length, breakers=breakers)
     if penalties:
         ids = torch.tensor(list(penalties), device=logits.device)
-        logits[ids] -= torch.tensor(list(penalties.values()), dtype=logits.dtype, device=logits.device)
+        # capped so a long repeat stays a large finite penalty in half precision, not -inf
+        amounts = torch.tensor(list(penalties.values())).clamp(max=DRY_MAX_PENALTY)
+        logits[ids] -= amounts.to(device=logits.device, dtype=logits.dtype)
     return logits

@@ -37,17 +37,43 @@ def default_gguf_path() -> Path:
     return path
 
 
-# Bumped when the conversion's output changes, so an older conversion is not reused.
+# Bumped when the conversion's output changes in a way the converter's own source does not show.
 CONVERSION_FORMAT = 1
 
 
+def _converter_stamp() -> str:
+    """What else shapes a conversion: the converter's source and the transformers release whose GGUF tokenizer
+    converter and save_pretrained write the tokenizer files."""
+    import transformers
+
+    from blockgen.loading import gguf_file
+
+    source = hashlib.sha256(Path(gguf_file.__file__).read_bytes()).hexdigest()[:16]
+    return f"format {CONVERSION_FORMAT}|converter {source}|transformers {transformers.__version__}"
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of the file's bytes, remembered per (path, size, mtime) in the cache home so that a multi-GB GGUF is
+    read once, not at every load."""
+    stat = path.stat()
+    memo = cache_home() / "digests" / hashlib.sha256(
+        f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    if memo.is_file():
+        return memo.read_text().strip()
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    temporary = memo.with_name(f".{memo.name}.{os.getpid()}")
+    temporary.write_text(digest)
+    os.replace(temporary, memo)
+    return digest
+
+
 def conversion_key(gguf_path: str | Path) -> str:
-    """What names a conversion: the GGUF's bytes and the conversion format, never where the file lies, so each fresh
+    """What names a conversion: the GGUF's bytes and what converts them, never where the file lies, so each fresh
     install of the same wheel (a new virtual environment, a CI clone) finds the conversion already made."""
-    with open(gguf_path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256")
-    digest.update(f"|format {CONVERSION_FORMAT}".encode())
-    return digest.hexdigest()[:16]
+    stamp = f"{_file_digest(Path(gguf_path).resolve())}|{_converter_stamp()}"
+    return hashlib.sha256(stamp.encode()).hexdigest()[:16]
 
 
 def converted_dir(gguf_path: str | Path) -> Path:

@@ -211,6 +211,10 @@ def test_first_person_share_counts_narrator_sentences():
     assert first_person_share(narrated) == 2 / 3
     assert first_person_share("Tides rise twice a day. In Italy, the Moon's pull is weak.") == 0.0
     assert first_person_share("") == 0.0
+    # a story's dialogue, even a quote over several sentences, is not its narrator
+    story = 'She climbed the stairs. "No. I won\'t go. I am staying," she said. Then I lit the lamp.'
+    assert first_person_share(story, narration_only=True) == 1 / 3  # "she said." stands as a sentence of its own
+    assert first_person_share(story) == 3 / 5
 
 
 def test_self_repetition_measures_a_candidates_loops():

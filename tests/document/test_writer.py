@@ -197,7 +197,8 @@ def test_steering_keeps_the_voice_a_report_and_a_story_are_told_in(tiny):
     assert choose("report", 0.0) == 0 and choose("report", 10.0) == 1  # the penalty decides it
     assert choose("story", 10.0) == choose("story", 0.0)  # a story's narrator is welcome
     # a story keeps the voice it began in: told in the third person, a turn to "I" loses; told as "I", it wins
-    third = "The keeper climbed the stairs. She lit the lamp and watched the storm. \"I will stay,\" she said."
+    # (its dialogue speaks as "I" in most of its sentences, a quote running over three: the narrator is not "I")
+    third = ("The keeper climbed the stairs. \"I am here. I will stay. I know the lamp,\" she said. \"I can do it.\"")
     first = "I climbed the stairs. I lit the lamp and watched the storm. My hands were cold."
 
     def story(so_far, weight):

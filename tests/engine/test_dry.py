@@ -71,11 +71,29 @@ def test_only_the_first_masked_position_of_a_row_is_penalized():
                            editable=torch.zeros_like(x, dtype=torch.bool), valid=torch.ones_like(x, dtype=torch.bool))
     s = DecodeSettings(max_new_tokens=3, block_size=3, steps=3, dry_multiplier=1.0, dry_base=2.0)
     logits = torch.zeros(3, 3, 100)
-    _dry(logits, rows, torch.tensor([0, 1, 2]), m, s)
-    assert logits[0, 0, 7] == -1.0 and logits[0, 1:].abs().sum() == 0  # "1 2" then 7 again: a repeat of 3
+    _dry(logits, rows, torch.tensor([0, 1, 2]), x[:, 6:] == m, s)
+    assert logits[0, 0, 7] == -1.0 and logits[0].abs().sum() == 1  # "1 2" then 7 again: a repeat of 3
     # row 1, before column 7: 5 1 2 7 1 2 7; "1 2 7" occurred followed by 1: penalty 2 ** (3 - 2)
-    assert logits[1, 1, 1] == -2.0 and logits[1, 0].abs().sum() == 0 and logits[1, 2].abs().sum() == 0
+    assert logits[1, 1, 1] == -2.0 and logits[1].abs().sum() == 2
     assert logits[2].abs().sum() == 0
+
+
+def test_the_history_is_the_scope_the_penalty_sees():
+    """Padding never counts; with penalty_scope="generated" only the row's own committed text does, so a repeat of
+    the prompt is free there."""
+    m, pad = 99, 0
+    x = torch.tensor([[pad, pad, 4, 5, 6, 4, 5, m],     # left-padded: the prompt 4 5 6 4 5 has "4 5" then 6 again
+                      [4, 5, 6, 8, 9, 4, 5, m]])        # generated from column 3: "8 9 4 5" holds no repeat
+    valid = torch.tensor([[False, False] + [True] * 6, [True] * 8])
+    editable = torch.zeros_like(valid)
+    editable[:, 3:] = True
+    rows = SimpleNamespace(block=SimpleNamespace(start=7), x=x, active=torch.tensor([True, True]),
+                           editable=editable, valid=valid)
+    for scope, expected in (("context", [[6], [6]]), ("generated", [[], []])):
+        s = DecodeSettings(max_new_tokens=1, block_size=1, steps=1, dry_multiplier=1.0, penalty_scope=scope)
+        logits = torch.zeros(2, 1, 100)
+        _dry(logits, rows, torch.tensor([0]), x[:, 7:] == m, s)
+        assert [row[0].nonzero().flatten().tolist() for row in logits] == expected, scope
 
 
 @pytest.fixture(scope="module")

@@ -66,3 +66,17 @@ def test_conversion_is_named_by_content_not_place(tmp_path):
     assert len(list(made.parent.iterdir())) == 1
     changed = write_gguf(tiny_hf_model("llama", tie=True), tmp_path / "c" / "tiny.gguf", "llama")
     assert converted_dir(changed) != made
+
+
+def test_a_gguf_is_read_once_and_a_new_converter_converts_again(tmp_path, monkeypatch):
+    import hashlib
+
+    from blockgen.loading import conversion_cache, converted_dir
+
+    path = write_gguf(tiny_hf_model("llama"), tmp_path / "tiny.gguf", "llama")
+    made = converted_dir(path)
+    monkeypatch.setattr(hashlib, "file_digest", lambda *a, **k: pytest.fail("the GGUF was read again"))
+    assert converted_dir(path) == made  # its digest is remembered for this (path, size, mtime)
+    monkeypatch.setattr(conversion_cache, "CONVERSION_FORMAT", conversion_cache.CONVERSION_FORMAT + 1)
+    again = converted_dir(path)
+    assert again != made and (again / "config.json").is_file()

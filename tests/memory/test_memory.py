@@ -95,12 +95,23 @@ def test_abstractive_summary_asks_the_model_within_budget(tiny):
     assert summary.text == tiny.decode(summary.token_ids).strip()
 
 
-def test_the_embedder_loads_without_a_progress_bar_and_leaves_the_setting(capfd):
+def test_the_embedder_loads_without_a_progress_bar_and_leaves_the_setting(monkeypatch):
+    import sentence_transformers
     from transformers.utils import logging as hf_logging
 
     from blockgen.loading.embedder import load_embedder
 
-    assert hf_logging.is_progress_bar_enabled()
-    embedder = load_embedder()
-    assert "Loading weights" not in capfd.readouterr().err  # the CLI's own progress line stays whole
-    assert hf_logging.is_progress_bar_enabled() and embed(["tides"], embedder).shape[-1] == 384
+    real, seen = sentence_transformers.SentenceTransformer, []
+
+    def watched(*args, **kwargs):
+        seen.append(hf_logging.is_progress_bar_enabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", watched)
+    for before in (True, False):
+        (hf_logging.enable_progress_bar if before else hf_logging.disable_progress_bar)()
+        embedder = load_embedder.__wrapped__()  # past the cache: each round really loads
+        assert seen[-1] is False  # no bar cuts into the CLI's own progress line
+        assert hf_logging.is_progress_bar_enabled() is before  # the caller's setting is left as it was
+    hf_logging.enable_progress_bar()
+    assert embed(["tides"], embedder).shape[-1] == 384

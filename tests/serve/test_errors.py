@@ -32,6 +32,10 @@ def _error(response: httpx.Response, status: int) -> dict:
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"logprobs": True}, "logprobs"),
     ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"dry_breakers": [""]}, "dry_breakers.0"),  # an empty breaker would hold in every token: DRY silently off
+    ({"dry_breakers": ["x"] * 21}, "dry_breakers"),
+    ({"dry_multiplier": -0.5}, "dry_multiplier"),
+    ({"dry_penalty_last_n": 64}, "dry_penalty_last_n"),  # another server's field: refused, not ignored
 ])
 def test_bad_values_are_400_naming_the_field(ar_url, change, field):
     error = _error(httpx.post(f"{ar_url}/v1/chat/completions", json=CHAT | change), 400)
