@@ -157,6 +157,8 @@ META_PATTERNS = (
     r"use (?:simple|clear|plain)|explain (?:the|how|why)|describe (?:the|how))\b",
     r"\((?:smiles|smiling|pauses|pausing|laughs|laughing|nods|nodding|sighs|sighing|chuckles|winks|grins|takes a|"
     r"looks at|leans|makes a|gestures)\b[^)]*\)",
+    # the task itself read back as a heading ("How to add one paragraph: The causes are...")
+    r"how to (?:add|write) (?:one|a|another|this) (?:\w+ )?paragraph\b",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 
