@@ -242,3 +242,14 @@ def test_echo_share_measures_loops_of_short_sentences():
     assert echo_share("One sentence alone.") == 0.0
     # an echo of any earlier sentence, endings folded
     assert echo_share("Tides work by gravity. The Moon causes the tides. The tides worked. Spring tides are high.") == 1 / 4
+
+
+def test_fixation_measures_a_paragraph_fixed_on_one_word():
+    from blockgen.document.metrics import fixation
+
+    fixed = ("The tides work, a cycle of this nature, a cycle of a cycle that the cycles of cycles. The cycle of tides "
+             "has the cycle of 10 hours. The cycle of tides has 10 hours of cycles. The cycle of how tides work.")
+    plain = ("The Moon pulls the near side of the ocean toward it. The far side bulges too, because the Earth is "
+             "pulled away from the water there. Most coasts see two high tides a day, about twelve hours apart.")
+    assert fixation(fixed) > 0.1 and fixation(plain) == 0.0
+    assert fixation("The cycle, the cycle.") == 0.0  # too few words to tell

@@ -212,6 +212,17 @@ def test_steering_keeps_the_voice_a_report_and_a_story_are_told_in(tiny):
     texts[:] = [looping, plain]
     writer = Writer(tiny, WriterConfig.build(repeat_weight=10.0, fluency_weight=0.0))
     assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 1
+    # so does one fixed on a word, shuffling the phrases around it (with the other loop measures blind to it)
+    import blockgen.document.writer as writer_module
+
+    texts[:] = [("The tides work, a cycle of this nature, a cycle of a cycle that the cycles of cycles. The cycle of "
+                 "tides has the cycle of ten hours. The cycle of how tides work."), plain]
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("self_repetition", "echo_share"):
+            patch.setattr(writer_module, name, lambda text: 0.0)
+        assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 1
+        patch.setattr(writer_module, "FIXATION_WEIGHT", 0.0)
+        assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 0
 
 
 def test_steering_prefers_a_candidate_that_keeps_its_section_on_plan(tiny):
