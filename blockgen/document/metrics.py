@@ -123,7 +123,7 @@ META_PATTERNS = (
     # a report in the world); its purpose; its style; "this sentence"
     r"(?:^|(?<=[.!?] )|(?<=[.!?][\"\u201d] )|(?<=\n))(?:the|this|that|our|my) (?:(?:first|second|third|fourth|fifth|"
     r"next|last|final|following|previous|present|whole|entire|current|above) )?(?:report|essay|article|paper|"
-    r"paragraph|section|text|passage|sentence|chapter|piece|story)s? (?:(?:also|then|further|now|first|finally|"
+    r"paragraph|section|text|passage|sentence|chapter|piece|story|presentation)s? (?:(?:also|then|further|now|first|finally|"
     r"briefly|here|mainly|primarily) )?(?:discusses|explores|delves|concludes|focuses|highlights|examines|touches on|"
     r"covers|describes|explains|presents|provides|offers|argues|introduces|outlines|summari[sz]es|reviews|addresses|"
     r"analy[sz]es|illustrates|emphasi[sz]es|mentions|sheds light|details|looks at|aims to|seeks to|is written|"
@@ -158,8 +158,9 @@ META_PATTERNS = (
     r"use (?:simple|clear|plain)|explain (?:the|how|why)|describe (?:the|how))\b",
     r"\((?:smiles|smiling|pauses|pausing|laughs|laughing|nods|nodding|sighs|sighing|chuckles|winks|grins|takes a|"
     r"looks at|leans|makes a|gestures)\b[^)]*\)",
-    # the task itself read back as a heading ("How to add one paragraph: The causes are...")
+    # the task itself read back as a heading ("How to add one paragraph: The causes are...", "How to make it: ...")
     r"how to (?:add|write) (?:one|a|another|this) (?:\w+ )?paragraph\b",
+    r"(?:^|(?<=[.!?] )|(?<=\n))how to [\w' ]{1,40}:",
 )
 _META = re.compile("|".join(rf"(?:\b{p})" if p[0].isalpha() else rf"(?:{p})" for p in META_PATTERNS), re.IGNORECASE)
 
