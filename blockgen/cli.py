@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every option flag comes from its options model (GenerationConfig, WriterConfig, AdaptConfig): declared there
     once, with its type, choices, default and description."""
     from blockgen.adapt import AdaptConfig
-    from blockgen.document.writer import PER_PARAGRAPH, WriterConfig
+    from blockgen.document.writer import PER_PARAGRAPH, WRITER_GENERATION, WriterConfig
     from blockgen.engine import GenerationConfig
 
     parser = argparse.ArgumentParser(prog="blockgen", description=__doc__)
@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     write.add_argument("--seed", type=int, default=0, help="the document's seed (default: 0)")
     write.add_argument("--image-model", help="a local diffusers text-to-image pipeline directory")
     write.set_defaults(option_names=add_flags(write, WriterConfig, exclude={"generation"})
-                       + add_flags(write, GenerationConfig, exclude=PER_PARAGRAPH))
+                       + add_flags(write, GenerationConfig, exclude=PER_PARAGRAPH, defaults=WRITER_GENERATION))
     _add_model_options(write)
     write.set_defaults(run=_write)
     ad = sub.add_parser("adapt", help="turn a causal LM into a block-diffusion model (LoRA or full fine-tuning)")

@@ -55,8 +55,9 @@ def _sequence_item(annotation):
 
 
 def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *, exclude: Iterable[str] = (),
-              only: Iterable[str] | None = None) -> list[str]:
+              only: Iterable[str] | None = None, defaults: dict | None = None) -> list[str]:
     """Add one flag per field of `model` (all but `exclude`, or just `only`); returns the field names added.
+    `defaults`: what the command uses where it differs from the model's own default (shown in the help).
 
     A Literal field gets choices; a bool field --name / --no-name; a list or tuple of strings is repeatable
     (--stop a --stop b), a list of numbers is comma-separated (--block-sizes 1,2,4)."""
@@ -66,8 +67,8 @@ def add_flags(parser: argparse.ArgumentParser, model: type[BaseModel], *, exclud
         if name in exclude or (only is not None and name not in only):
             continue
         flag = "--" + name.replace("_", "-")
-        help_text = field.description or ""
-        default = field.get_default(call_default_factory=True)
+        help_text = (field.description or "").replace("%", "%%")  # argparse formats help with %
+        default = (defaults or {}).get(name, field.get_default(call_default_factory=True))
         if default not in (None, (), []) and "default:" not in help_text:
             shown = default
             if isinstance(default, (list, tuple)):  # strings quoted as JSON would write them ("\n" stays visible)

@@ -119,3 +119,18 @@ def test_adapt_command_runs_stops_and_resumes(ckpt, tmp_path, capsys):
     assert lm.family.block_size == 4 and lm.family.attention.value == "block_causal"
     assert main(["adapt", str(ckpt), "--out", str(tmp_path / "x"), "--data", str(data), "--block-sizes", "4,2"]) == 2
     assert "block_sizes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "write", "adapt", "serve", "info"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "usage: blockgen" in capsys.readouterr().out
+
+
+def test_write_help_shows_the_writers_own_decoding_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["write", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--temperature TEMPERATURE (default: 0.7)" in text and "says (default: 0.8)" in text  # dry_multiplier
+    assert "+17% time" in text  # a percent sign in a description is text, not a format
