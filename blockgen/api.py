@@ -10,15 +10,21 @@ from blockgen.document.writer import Writer, WriterConfig, WriterEvent
 from blockgen.errors import InvalidArgumentError
 
 
-def _write(kind, prompt, *, words, out, model, outline, resume, seed, on_event, image_model=None,
-           **options) -> Document:
-    from blockgen.runtime import LoadedModel, load
-
+def check_request(kind: str, prompt, words, **options) -> WriterConfig:
+    """A document request's own values checked before anything is loaded: the topic or premise, the length and the
+    writer's options (returned built). Raises InvalidArgumentError naming the bad one."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidArgumentError("topic" if kind == "report" else "premise", prompt, "is empty")
     if not isinstance(words, int) or isinstance(words, bool) or not 1 <= words <= 200_000:
         raise InvalidArgumentError("words", words, "must be an int between 1 and 200000")
-    config = WriterConfig.build(**options)
+    return WriterConfig.build(**options)
+
+
+def _write(kind, prompt, *, words, out, model, outline, resume, seed, on_event, image_model=None,
+           **options) -> Document:
+    from blockgen.runtime import LoadedModel, load
+
+    config = check_request(kind, prompt, words, **options)
     lm = model if isinstance(model, LoadedModel) else load(model)
     request = Request(kind=kind, prompt=prompt.strip(), words=words, seed=seed, model=lm.name,
                       settings=config.model_dump(mode="json"))

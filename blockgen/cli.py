@@ -77,10 +77,11 @@ def _write(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from blockgen.api import write_report, write_story
+    from blockgen.api import check_request, write_report, write_story
 
     console = Console(stderr=True)
     options = given(args, args.option_names)
+    check_request(args.kind, args.prompt, args.words, **options)  # a bad request fails before the model loads
     lm = _load(args)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("words"),
                TextColumn("{task.fields[speed]}"), TimeElapsedColumn())

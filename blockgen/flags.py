@@ -50,7 +50,9 @@ def _sequence_item(annotation):
     origin = typing.get_origin(annotation)
     if origin in (tuple, list):
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
-        return args[0] if args else str
+        item = args[0] if args else str
+        # Annotated[str, Field(...)]: the type under its constraints (the model checks them)
+        return typing.get_args(item)[0] if typing.get_origin(item) is typing.Annotated else item
     return None
 
 

@@ -52,6 +52,17 @@ def test_errors_exit_2_with_the_reason(tmp_path, capsys):
     assert "dtype" in capsys.readouterr().err
 
 
+def test_a_bad_document_request_fails_before_the_model_loads(monkeypatch, capsys):
+    import blockgen.cli as cli
+
+    monkeypatch.setattr(cli, "_load", lambda args: pytest.fail("the model was loaded"))
+    for argv, named in ((["--words", "-5"], "words=-5"), (["--candidates", "99"], "candidates=99"),
+                        (["--temperature", "-1"], "temperature")):
+        assert main(["write", "report", "tides", *argv]) == 2
+        assert named in capsys.readouterr().err
+    assert main(["write", "story", "  "]) == 2 and "premise" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_quickstart_command_on_the_default():
     result = subprocess.run(

@@ -26,6 +26,9 @@ def test_every_generation_field_is_a_flag_and_builds_the_config():
     assert config.top_p == 0.9 and config.cache == "none"
     assert _parse(GenerationConfig, ["--ntk-factor", "2.5"])[0] == {"ntk_factor": 2.5}
     assert _parse(GenerationConfig, [])[0] == {}  # nothing given: the model's defaults apply
+    # a tuple of constrained strings is repeatable too; the model checks the constraint
+    options = _parse(GenerationConfig, ["--dry-multiplier", "0.8", "--dry-breakers", ":", "--dry-breakers", "!"])[0]
+    assert GenerationConfig.build(**options).dry_breakers == (":", "!")
 
 
 def test_literal_choices_and_bad_values_are_refused():
