@@ -104,8 +104,9 @@ class WriterConfig(Options):
                                 "person ('As I stepped onto the beach...'); in a story, how far that share (dialogue "
                                 "aside) stands from the story's so far (a third-person story turning to 'I smiled')")
     plan_redraws: int = Field(1, ge=0, le=4, description="further batches of candidates drawn when the best one is "
-                              "nearer another section's outline node than its own (off plan), or flawed (meta, a "
-                              "report's narrator, loops; see `flawed`) with redraw_flawed")
+                              "nearer another section's outline node than its own (off plan), fixed on one word "
+                              "(`fixation`), or flawed (meta, a report's narrator, loops; see `flawed`) with "
+                              "redraw_flawed")
     redraw_flawed: bool = Field(False, description="a flawed best candidate also draws another batch (plan_redraws; "
                                 "off: +17% time for no measured gain, benchmarks/doc_quality.py)")
     planner: Literal["auto", "model", "template"] = Field(
@@ -443,8 +444,9 @@ class Writer:
                 options["temperature"] = 0.7  # several candidates, or a retry, need sampling to differ
             results, texts, best, on_plan = [], [], None, False
             for draw in range(1 + cfg.plan_redraws):  # candidates off plan: draw more, keep the best of all
-                if draw and (best is None or (on_plan and not (cfg.redraw_flawed and flawed(
-                        texts[best], results[best].text, doc.request.kind)))):
+                # also when the best is fixed on one word (every candidate was: the steering could not pass it over)
+                if draw and (best is None or (on_plan and not fixation(texts[best]) and not (
+                        cfg.redraw_flawed and flawed(texts[best], results[best].text, doc.request.kind)))):
                     break
                 seed = _paragraph_seed(doc.request.seed, index, attempt + draw * cfg.max_attempts)
                 batch = lm.generate_results([context.prompt_ids] * cfg.candidates, seed=seed, **options)
@@ -456,7 +458,7 @@ class Writer:
                 best, on_plan = self._steer(texts, [r.text for r in results], i, latent, memory, brief.words,
                                             section_so_far, doc.request.kind, story_so_far)
                 if draw:
-                    log.info("paragraph %d: redraw %d (off plan or flawed), %s", index, draw,
+                    log.info("paragraph %d: redraw %d (off plan, fixed on a word or flawed), %s", index, draw,
                              "now on plan" if on_plan else "still off plan")
             seconds = time.perf_counter() - start
             short = best is not None and count_words(texts[best]) < SHORT * brief.words

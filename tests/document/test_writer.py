@@ -265,3 +265,22 @@ def test_a_flawed_best_candidate_is_worth_another_draw():
     assert flawed(good, "Sure! Here is the paragraph. " + good + " Let me know if you need more.", "report")
     looping = "The moon pulls the sea, and the moon pulls the sea because the moon pulls the sea. The moon pulls."
     assert flawed(looping, looping, "story")
+
+
+def test_a_best_candidate_fixed_on_one_word_draws_another_batch(tiny, tmp_path, monkeypatch):
+    """Every candidate fixed on a word: the steering cannot pass it over, so the writer draws once more."""
+    import blockgen.document.writer as writer_module
+
+    def batches(fixed: float, out) -> int:
+        calls = []
+        real = tiny.generate_results
+        monkeypatch.setattr(tiny, "generate_results", lambda *a, **k: calls.append(1) or real(*a, **k))
+        monkeypatch.setattr(writer_module, "fixation", lambda text: fixed)
+        doc = blockgen.write_report("how tides work", words=80, out=out, model=tiny, planner="template",
+                                    plan_weight=100.0, **FAST)
+        monkeypatch.undo()
+        return len(calls), len(doc.paragraphs)
+
+    plain, paragraphs = batches(0.0, tmp_path / "plain")
+    fixed, same = batches(0.1, tmp_path / "fixed")
+    assert same == paragraphs and fixed == 2 * paragraphs > plain  # every paragraph drew its one further batch
