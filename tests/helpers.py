@@ -246,10 +246,11 @@ def tiny_sd_pipeline(directory: Path | None = None, seed: int = 0, safe: bool = 
         vocab[chr(code) + "</w>"] = len(vocab)
     import tempfile
 
-    tok_dir = Path(tempfile.mkdtemp(prefix="tiny-clip-tok-"))
-    (tok_dir / "vocab.json").write_text(json.dumps(vocab))
-    (tok_dir / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=32)
+    with tempfile.TemporaryDirectory(prefix="tiny-clip-tok-") as tok_dir:  # read whole by the tokenizer, then gone
+        tok_dir = Path(tok_dir)
+        (tok_dir / "vocab.json").write_text(json.dumps(vocab))
+        (tok_dir / "merges.txt").write_text("#version: 0.2\n")
+        tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=32)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
         max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16,
