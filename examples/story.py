@@ -30,9 +30,10 @@ Mara relights the lamp and the boats come home.
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "story-out")
     words = int(sys.argv[2]) if len(sys.argv) > 2 else 600
-    path = Path(tempfile.mkdtemp()) / "outline.md"
-    path.write_text(OUTLINE)
-    plan = rebudget(load_outline(path, kind="story"), words)  # the outline's proportions, at the length asked
+    with tempfile.TemporaryDirectory() as tmp:  # the outline as a user would keep it: a Markdown file
+        path = Path(tmp) / "outline.md"
+        path.write_text(OUTLINE)
+        plan = rebudget(load_outline(path, kind="story"), words)  # the outline's proportions, at the length asked
     doc = blockgen.write_story("a lighthouse keeper's daughter relights the lamp in a storm", words=words, out=out,
                                outline=plan, candidates=2, seed=1)
     for i, section in enumerate(doc.outline.sections):
