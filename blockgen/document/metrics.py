@@ -210,9 +210,10 @@ def first_person_share(text: str, *, narration_only: bool = False) -> float:
     """The share of sentences in the first person singular ("As I stepped onto the beach..."): a narrator's voice, out
     of place in a report; with `narration_only`, what is said inside quotation marks does not count (a story's
     dialogue speaks as "I" whoever narrates)."""
-    sentences = sentences_of(text)
     if narration_only:  # quotations taken out of the whole text first: a quote may run over several sentences
         sentences = [s for s in sentences_of(_QUOTED.sub(" ", text)) if words_of(s)]
+    else:
+        sentences = sentences_of(text)
     return sum(1 for s in sentences if _FIRST_PERSON.search(s)) / len(sentences) if sentences else 0.0
 
 

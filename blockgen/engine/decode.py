@@ -33,7 +33,7 @@ import torch
 
 from blockgen.engine.joining import JoinRoom, first_block
 from blockgen.engine.options import CACHE_MODES, GenerationConfig
-from blockgen.engine.sampling import DRY_MAX_PENALTY, dry_penalties, penalized
+from blockgen.engine.sampling import dry_for, penalized
 from blockgen.errors import BlockgenError, InvalidArgumentError
 from blockgen.models.attention import Attention, AttentionKind
 from blockgen.models.cache import KVCache, shifted
@@ -274,11 +274,13 @@ def _dry(logits: torch.Tensor, rows: _Rows, offsets: torch.Tensor, masked: torch
     AR decoding, the next token). The history is the text before that position that the repetition penalty's scope
     takes (prompt and committed text, or committed text only). The rows are read to the host in one go and the
     penalties written back in one."""
+    if offsets.numel() == 0:
+        return
     block = rows.block
     first = masked.long().argmax(-1)
     wanted = masked.any(-1) & rows.active
     scope = rows.editable if s.options.penalty_scope == "generated" else rows.valid
-    end = rows.x.shape[1] if offsets.numel() == 0 else block.start + int(offsets.max()) + 1
+    end = block.start + int(offsets.max()) + 1
     x, seen, first, wanted, offsets = (t.cpu() for t in (rows.x[:, :end], scope[:, :end] & (rows.x[:, :end] >= 0),
                                                          first, wanted, offsets))
     where, amounts = [], []
@@ -286,11 +288,9 @@ def _dry(logits: torch.Tensor, rows: _Rows, offsets: torch.Tensor, masked: torch
         at = int(first[i])
         column = block.start + int(offsets[at])
         history = x[i, :column][seen[i, :column]].tolist()
-        for token, amount in dry_penalties(history, multiplier=s.options.dry_multiplier, base=s.options.dry_base,
-                                           allowed_length=s.options.dry_allowed_length,
-                                           breakers=s.dry_breaker_ids).items():
+        for token, amount in dry_for(history, s.options, s.dry_breaker_ids).items():
             where.append((i, at, token))
-            amounts.append(min(amount, DRY_MAX_PENALTY))
+            amounts.append(amount)
     if where:
         index = torch.tensor(where, device=logits.device).T
         logits.index_put_(tuple(index), -torch.tensor(amounts, dtype=logits.dtype, device=logits.device),

@@ -17,7 +17,6 @@ import torch
 
 from blockgen.engine.decode import DecodeSettings, fill
 from blockgen.engine.options import GenerationConfig
-from blockgen.engine.sampling import breaker_ids
 from blockgen.errors import InvalidArgumentError
 from blockgen.models.attention import AttentionKind
 
@@ -110,8 +109,7 @@ def _joint(lm, parts, prefix, config: GenerationConfig) -> dict[str, str]:
     generator = torch.Generator(device=lm.device).manual_seed(config.seed)
     settings = DecodeSettings(**(config.model_dump(exclude={"seed"}) | {
         "max_new_tokens": masked, "block_size": min(len(ids), 4096), "steps": min(masked, 4096), "cache": "none"}),
-        generator=generator, dry_breaker_ids=breaker_ids(lm.tokenizer, config.dry_breakers) if config.dry_multiplier
-        else frozenset())
+        generator=generator, dry_breaker_ids=config.dry_breaker_ids(lm.tokenizer))
     canvas = fill(lm.model, lm.family, config.make_scheduler(), ids, settings)
     stops = set(lm.stop_token_ids)
     filled = {}

@@ -67,14 +67,20 @@ class GenerationConfig(Options):
         (the decode loop adds the checkpoint's attention block); with DRY on, its breakers as token ids (from the
         tokenizer)."""
         from blockgen.engine.decode import DecodeSettings
-        from blockgen.engine.sampling import breaker_ids
 
         block = self.block_for(family)
         generator = None if self.seed is None else torch.Generator(device=device).manual_seed(self.seed)
-        breakers = breaker_ids(tokenizer, self.dry_breakers) if self.dry_multiplier and tokenizer is not None \
-            else frozenset()
         return DecodeSettings(**(self.model_dump() | {"block_size": block, "steps": self.steps or block}),
-                              stop_token_ids=stop_token_ids, generator=generator, dry_breaker_ids=breakers)
+                              stop_token_ids=stop_token_ids, generator=generator,
+                              dry_breaker_ids=self.dry_breaker_ids(tokenizer))
+
+    def dry_breaker_ids(self, tokenizer) -> frozenset[int]:
+        """DRY's breakers as the tokenizer's token ids (none when DRY is off or there is no tokenizer)."""
+        from blockgen.engine.sampling import breaker_ids
+
+        if not self.dry_multiplier or tokenizer is None:
+            return frozenset()
+        return breaker_ids(tokenizer, self.dry_breakers)
 
     def make_scheduler(self):
         return scheduler_by_name(self.scheduler, threshold=self.threshold, factor=self.factor,

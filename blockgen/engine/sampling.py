@@ -151,13 +151,18 @@ def breaker_ids(tokenizer, breakers: tuple[str, ...]) -> frozenset[int]:
     return frozenset().union(*(_holding(tokenizer, b) for b in breakers if b))
 
 
-def apply_dry(logits: torch.Tensor, history: list[int], options, breakers: frozenset[int]) -> torch.Tensor:
-    """logits (V,) of the token after `history`, less DRY's penalties under `options` (a GenerationConfig), in place."""
+def dry_for(history: list[int], options, breakers: frozenset[int]) -> dict[int, float]:
+    """DRY's penalties of the token after `history` under `options` (a GenerationConfig), each capped at
+    DRY_MAX_PENALTY so a long repeat stays a large finite penalty in half precision, not -inf."""
     penalties = dry_penalties(history, multiplier=options.dry_multiplier, base=options.dry_base,
                               allowed_length=options.dry_allowed_length, breakers=breakers)
+    return {token: min(amount, DRY_MAX_PENALTY) for token, amount in penalties.items()}
+
+
+def apply_dry(logits: torch.Tensor, history: list[int], options, breakers: frozenset[int]) -> torch.Tensor:
+    """logits (V,) of the token after `history`, less DRY's penalties under `options` (a GenerationConfig), in place."""
+    penalties = dry_for(history, options, breakers)
     if penalties:
         ids = torch.tensor(list(penalties), device=logits.device)
-        # capped so a long repeat stays a large finite penalty in half precision, not -inf
-        amounts = torch.tensor(list(penalties.values())).clamp(max=DRY_MAX_PENALTY)
-        logits[ids] -= amounts.to(device=logits.device, dtype=logits.dtype)
+        logits[ids] -= torch.tensor(list(penalties.values()), dtype=logits.dtype, device=logits.device)
     return logits

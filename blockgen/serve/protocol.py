@@ -58,8 +58,8 @@ class _Sampling(BaseModel):
             self._refuse("logit_bias", "is not supported")
         for name in self.model_extra or {}:  # other servers' DRY fields (dry_sequence_breakers, dry_penalty_last_n)
             if name.startswith("dry_") and name not in EXTRA_OPTIONS:
-                raise InvalidArgumentError(name, (self.model_extra or {})[name], "is not supported; blockgen's DRY "
-                                           "fields are dry_multiplier, dry_base, dry_allowed_length, dry_breakers")
+                self._refuse(name, "is not supported; blockgen's DRY fields are dry_multiplier, dry_base, "
+                                   "dry_allowed_length, dry_breakers")
         if not self.stream and self.stream_options is not None and self.stream_options.include_usage:
             self._refuse("stream_options", "is only allowed with stream=true")
 

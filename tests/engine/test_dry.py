@@ -76,6 +76,7 @@ def test_only_the_first_masked_position_of_a_row_is_penalized():
     # row 1, before column 7: 5 1 2 7 1 2 7; "1 2 7" occurred followed by 1: penalty 2 ** (3 - 2)
     assert logits[1, 1, 1] == -2.0 and logits[1].abs().sum() == 2
     assert logits[2].abs().sum() == 0
+    _dry(torch.zeros(3, 0, 100), rows, torch.tensor([], dtype=torch.long), x[:, :0] == m, s)  # no position: nothing
 
 
 def test_the_history_is_the_scope_the_penalty_sees():
