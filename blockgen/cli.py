@@ -15,6 +15,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16")
     parser.add_argument("--quantize", choices=["auto", "int8", "int4", "none"], default="auto",
                         help="CPU: weight-only int8 linear layers (auto: with bfloat16 on CPU)")
+    parser.add_argument("--pack", choices=["auto", "off"], default="auto",
+                        help="CPU, float32: linear layers packed for oneDNN's matmul (exact, faster; auto: on)")
 
 
 def _load(args: argparse.Namespace):
@@ -22,7 +24,8 @@ def _load(args: argparse.Namespace):
     from blockgen.runtime import load
 
     return load(args.model, device=args.device, dtype=args.dtype,
-                quantize=None if args.quantize == "none" else args.quantize)
+                quantize=None if args.quantize == "none" else args.quantize,
+                pack=False if getattr(args, "pack", "auto") == "off" else None)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -49,7 +52,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     lm = _load(args)
     cfg, fam = lm.config, lm.family
-    params = sum(p.numel() for p in lm.model.parameters())
+    params = lm.parameters
     print(f"model:      {lm.name} ({lm.path})")
     print(f"arch:       {cfg.architecture} ({cfg.model_type}), {params / 1e6:.1f}M parameters, "
           f"{cfg.num_layers} layers, {cfg.num_heads}/{cfg.num_kv_heads} heads of {cfg.head_dim}")
@@ -69,7 +72,8 @@ def _info(args: argparse.Namespace) -> int:
         why = f"{DTYPE_ENV}={os.environ[DTYPE_ENV]}" if os.environ.get(DTYPE_ENV) else (
             f"native bfloat16 ({native})" if native else "no native bfloat16 on this CPU")
         print(f"cpu:        {torch.get_num_threads()} threads; dtype auto -> {str(auto_dtype(lm.device)).removeprefix('torch.')} "
-              f"({why}); --dtype overrides; weights: {lm.quantize or 'not quantized'} (--quantize auto|int8|none)")
+              f"({why}); --dtype overrides; weights: {lm.quantize or ('packed for oneDNN' if lm.packed else 'plain')}"
+              " (--quantize auto|int8|int4|none, --pack auto|off)")
     return 0
 
 

@@ -494,7 +494,7 @@ def adapt(
     if base_dtype == "bfloat16" and config.lora_rank is None:
         raise InvalidArgumentError("base_dtype", config.base_dtype, "bfloat16 base weights need a LoRA run "
                                    "(full fine-tuning keeps float32 master weights)")
-    lm = load(_base_name(config.base), device=accelerator.device, dtype=base_dtype, quantize=None)
+    lm = load(_base_name(config.base), device=accelerator.device, dtype=base_dtype, quantize=None, pack=False)
     if lm.family.attention is not AttentionKind.CAUSAL:
         raise InvalidArgumentError("base", config.base, f"is already a {lm.family.attention.value} model; "
                                    "adapt takes a causal LM")

@@ -44,7 +44,7 @@ class SelfAttention(nn.Module):
         if cfg.qk_norm:
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
-        self.qkv_proj = None  # q, k and v in one layer (set by int8 quantization: one kernel call, not three)
+        self.qkv_proj = None  # q, k and v in one layer (set by quantization or packing: one kernel call, not three)
         self.qkv_sizes = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int, write: bool):
@@ -87,7 +87,7 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.gate_up_proj = None  # gate and up in one layer (set by int8 quantization)
+        self.gate_up_proj = None  # gate and up in one layer (set by quantization or packing)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up_proj is not None:
@@ -184,9 +184,9 @@ class Decoder(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head over final hidden states (..., H) -> (..., V)."""
-        quantized = getattr(self, "head_int8", None)  # set by blockgen.models.quant.quantize_decoder
-        if quantized is not None:
-            return quantized(hidden)
+        kernel = getattr(self, "head_kernel", None)  # set by blockgen.models.quant (quantize_decoder, pack_decoder)
+        if kernel is not None:
+            return kernel(hidden)
         if "lm_head" not in self._modules:  # tied (and not untied by `untie_head`)
             return F.linear(hidden, self.model.embed_tokens.weight)
         return self.lm_head(hidden)

@@ -10,6 +10,11 @@ model's dtype.
 At a 135M-parameter model a decoding step reads every weight once per forward, so a quarter of float32's bytes (half
 of bfloat16's) is what makes it faster; `benchmarks/cpu_speed.py` measures it, and the parity test bounds what it
 costs in accuracy.
+
+On a CPU without native bfloat16 the model stays in float32, and there `pack_decoder` gives the same layers (fused
+alike) float32 weights laid out once for oneDNN's matmul (what torch.compile's CPU freezing does): exact, and at the
+few rows of a decoding step far faster than the general matmul, which is slow at 2 to 7 rows (the writer's batch of
+candidates: 3x at 3 rows on a 2-core AVX2 CPU).
 """
 
 from __future__ import annotations
@@ -136,7 +141,44 @@ class Int4Linear(_WeightOnly):
                f"{self.group}"
 
 
+PACK_ROWS = 4  # the rows oneDNN lays a packed weight out for (any count works; decoding steps are a few rows)
+
+
+def can_pack() -> bool:
+    """Whether this PyTorch has the oneDNN kernels PackedLinear uses (x86 and arm builds with mkldnn do)."""
+    return torch.backends.mkldnn.is_available() and all(
+        hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise"))
+
+
+class PackedLinear(nn.Module):
+    """A float32 Linear layer whose weight oneDNN has reordered once for its own matmul kernel (no rounding: the
+    same weight, another memory layout); inputs in another dtype are cast to float32."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().float().contiguous(), PACK_ROWS)
+        self.register_buffer("weight_packed", packed)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and torch.is_grad_enabled():  # the kernel has no backward: a training step would
+            raise InvalidArgumentError("pack", True, "packed layers are for inference (no gradient flows through "  # train
+                                       "them); load with pack=False to train")  # nothing here, silently
+        if x.dtype != torch.float32:
+            x = x.float()
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight_packed, self.bias, "none", [], "")
+
+    def dequantized(self) -> torch.Tensor:
+        return self.weight_packed.to_dense()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, float32 packed for oneDNN"
+
+
 def _quantized(weight: torch.Tensor, bias: torch.Tensor | None, mode: str) -> nn.Module:
+    if mode == "packed":
+        return PackedLinear(weight, bias)
     if mode == "int4" and weight.shape[1] % INT4_GROUP == 0:
         return Int4Linear(weight, bias)
     return Int8Linear(weight, bias)
@@ -218,6 +260,23 @@ def quantize_decoder(model: nn.Module, mode: str, low_rank: LowRank | None = Non
         if not hasattr(torch.ops.aten, kernel):
             raise InvalidArgumentError("quantize", mode, f"needs torch.ops.aten.{kernel} (torch {torch.__version__} "
                                        "lacks it)")
+    return _replace_layers(model, mode, low_rank, gated)
+
+
+def pack_decoder(model: nn.Module, low_rank: LowRank | None = None, gated: bool = False) -> nn.Module:
+    """Replace the decoder's projection layers and LM head by float32 layers packed for oneDNN (PackedLinear), in
+    place (CPU, float32, inference only: the packed weights take no gradient); q/k/v and gate/up fused as
+    quantize_decoder fuses them. low_rank and gated as in quantize_decoder (an adapter that was not merged)."""
+    if model.device.type != "cpu" or model.dtype != torch.float32:
+        raise InvalidArgumentError("pack", True, f"packs a float32 model on CPU; this one is {model.dtype} on "
+                                   f"{model.device}")
+    if not can_pack():
+        raise InvalidArgumentError("pack", True, f"needs PyTorch's oneDNN linear kernels (torch {torch.__version__} "
+                                   "lacks them)")
+    return _replace_layers(model, "packed", low_rank, gated)
+
+
+def _replace_layers(model: nn.Module, mode: str, low_rank: LowRank | None, gated: bool) -> nn.Module:
     from blockgen.models.decoder import MLP, SelfAttention
 
     low_rank = low_rank or {}
@@ -236,7 +295,7 @@ def quantize_decoder(model: nn.Module, mode: str, low_rank: LowRank | None = Non
                                    [module.out_features], gate)
             setattr(model.get_submodule(parent), child, layer)
     head = model.lm_head.weight if "lm_head" in model._modules else model.model.embed_tokens.weight
-    model.head_int8 = Int8Linear(head)
+    model.head_kernel = PackedLinear(head) if mode == "packed" else Int8Linear(head)  # the int4 modes' head: int8
     return model
 
 

@@ -19,7 +19,7 @@ def base(tmp_path_factory):
 
 def _adapter(base, directory, piece_bytes=15 << 20, seed=1):
     """A LoRA adapter with random (non-zero) B matrices and a random mask row; returns the unmerged model's logits."""
-    lm = blockgen.load(base, device="cpu")
+    lm = blockgen.load(base, device="cpu", pack=False)  # plain layers: LoRA wraps them
     model = adapter_io.add_lora(lm.model, 4, 8)
     torch.manual_seed(seed)
     with torch.no_grad():

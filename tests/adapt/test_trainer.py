@@ -188,7 +188,7 @@ def test_mask_embedding_is_trained_and_noised_per_position(base):
     from blockgen.adapt.layout import build_batch
     from blockgen.adapt.trainer import Trainee
 
-    lm = blockgen.load(base, device="cpu")
+    lm = blockgen.load(base, device="cpu", pack=False)  # trained: plain layers
     mask_id = lm.tokenizer.convert_tokens_to_ids("<|mask|>")
     trainee = Trainee(lm.model, mask_id)
     ids = torch.randint(10, 200, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -208,7 +208,7 @@ def test_certainty_adds_the_entropy_of_the_right_predictions(base):
     from blockgen.adapt.layout import build_batch
     from blockgen.adapt.trainer import Trainee
 
-    lm = blockgen.load(base, device="cpu")
+    lm = blockgen.load(base, device="cpu", pack=False)  # trained: plain layers
     mask_id = lm.tokenizer.convert_tokens_to_ids("<|mask|>")
     ids = torch.randint(10, 200, (2, 16), generator=torch.Generator().manual_seed(0))
     ones = torch.ones_like(ids, dtype=torch.bool)
@@ -266,7 +266,7 @@ def test_certainty_forcing_sharpens_the_right_predictions(learned):
 
     found = {}
     for weight in (0.0, 1.0):
-        lm = blockgen.load(learned, device="cpu", dtype="float32", quantize=None)
+        lm = blockgen.load(learned, device="cpu", dtype="float32", quantize=None, pack=False)
         lm.model.requires_grad_(True)
         trainee = Trainee(lm.model, lm.family.mask_token_id, certainty=weight)
         optimizer = torch.optim.AdamW(trainee.parameters(), lr=1e-3)

@@ -93,7 +93,7 @@ def test_fused_projections_equal_the_layers_quantized_apart(tmp_path, arch):
     """q/k/v (and gate/up) become one int8 layer: one kernel call instead of three, the same numbers (per-row scales
     do not depend on the other rows)."""
     path = save_checkpoint(tiny_hf_model(arch), tmp_path / "m")
-    full = blockgen.load(path, device="cpu", dtype="float32")
+    full = blockgen.load(path, device="cpu", dtype="float32", pack=False)
     int8 = blockgen.load(path, device="cpu", dtype="float32", quantize="int8")
     x = torch.randn(1, 3, full.config.hidden_size, generator=torch.Generator().manual_seed(0))
     attention, fused = full.model.model.layers[1].self_attn, int8.model.model.layers[1].self_attn
@@ -149,9 +149,70 @@ def test_an_int4_model_stays_close_and_generates(tmp_path):
     from blockgen.models.quant import Int4Linear
 
     assert int4.quantize == "int4" and isinstance(int4.model.model.layers[0].self_attn.qkv_proj, Int4Linear)
-    assert isinstance(int4.model.head_int8, Int8Linear)  # the head stays 8-bit
+    assert isinstance(int4.model.head_kernel, Int8Linear)  # the head stays 8-bit
     ids = torch.randint(0, 128, (2, 17), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want, got = full.model(ids), int4.model(ids)
     assert (got - want).abs().max().item() <= 0.25 * want.abs().max().item()
     assert len(int4.generate_results(ids[0].tolist(), max_new_tokens=6)[0].tokens) == 6
+
+
+# ---- float32 layers packed for oneDNN (what `load` does on CPU in float32)
+needs_pack = pytest.mark.skipif(not __import__("blockgen.models.quant", fromlist=["can_pack"]).can_pack(),
+                                reason="this PyTorch lacks the oneDNN linear kernels")
+
+
+@needs_pack
+@pytest.mark.parametrize("rows", [1, 3, 17])
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_linear_is_the_same_layer(rows, bias):
+    from blockgen.models.quant import PackedLinear
+
+    linear = torch.nn.Linear(64, 40, bias=bias)
+    layer = PackedLinear(linear.weight, linear.bias)
+    assert torch.equal(layer.dequantized(), linear.weight.detach())  # the same weights, laid out anew
+    x = torch.randn(2, rows, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), linear(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(layer(x.bfloat16()), linear(x.bfloat16().float()), atol=1e-5, rtol=1e-5)
+
+
+@needs_pack
+@pytest.mark.parametrize("tie", [False, True])
+def test_load_packs_a_float32_model_on_cpu_and_it_decodes_as_before(tmp_path, tie):
+    from blockgen.models.quant import PackedLinear
+
+    path = save_checkpoint(tiny_hf_model("qwen2", tie=tie), tmp_path / "m")  # qwen2: q/k/v with biases
+    packed = blockgen.load(path, device="cpu", dtype="float32")
+    plain = blockgen.load(path, device="cpu", dtype="float32", pack=False)
+    layer = packed.model.model.layers[0]
+    assert packed.packed and not plain.packed and packed.quantize is None
+    assert isinstance(layer.self_attn.qkv_proj, PackedLinear) and isinstance(layer.mlp.gate_up_proj, PackedLinear)
+    assert isinstance(layer.mlp.down_proj, PackedLinear) and isinstance(packed.model.head_kernel, PackedLinear)
+    ids = torch.randint(0, 128, (3, 19), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(packed.model(ids), plain.model(ids), atol=1e-4, rtol=1e-4)
+    tokens = [[r.tokens for r in lm.generate_results(ids.tolist(), max_new_tokens=8)] for lm in (packed, plain)]
+    assert tokens[0] == tokens[1]  # greedy, a batch of three
+
+
+def test_packing_is_refused_where_it_does_not_apply(tmp_path):
+    path = save_checkpoint(tiny_hf_model("llama"), tmp_path / "m")
+    assert not blockgen.load(path, device="cpu", dtype="bfloat16", quantize=None).packed  # auto: float32 only
+    assert not blockgen.load(path, device="cpu", dtype="float32", quantize="int8").packed
+    with pytest.raises(InvalidArgumentError, match="pack"):
+        blockgen.load(path, device="cpu", dtype="float32", quantize="int8", pack=True)
+    with pytest.raises(InvalidArgumentError, match="pack.*bfloat16"):
+        blockgen.load(path, device="cpu", dtype="bfloat16", quantize=None, pack=True)
+
+
+@needs_pack
+def test_a_packed_model_refuses_to_train(tmp_path):
+    """Packed weights are buffers a kernel without backward reads: a training step would leave them as they were
+    without a word, so it is refused, naming the way out."""
+    lm = blockgen.load(save_checkpoint(tiny_hf_model("llama"), tmp_path / "m"), device="cpu", dtype="float32")
+    lm.model.requires_grad_(True)
+    with pytest.raises(InvalidArgumentError, match="pack=False"):
+        lm.model(torch.tensor([[1, 2, 3]]))
+    with torch.no_grad():
+        assert lm.model(torch.tensor([[1, 2, 3]])).shape[:2] == (1, 3)
