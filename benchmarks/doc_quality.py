@@ -40,6 +40,7 @@ PROMPTS = [
 COLUMNS = [("length_score", "S_l", "{:5.1f}"), ("judge_ppl", "judge ppl", "{:7.2f}"), ("run_on", ">60w", "{:5.1%}"),
            ("fragments", "frag", "{:4d}"), ("meta_per_1k", "meta/1k", "{:6.2f}"),
            ("repeated_8grams", "rep 8g", "{:6.1%}"), ("distinct_4", "dist-4", "{:6.3f}"),
+           ("looping", "loops", "{:5.1%}"),
            ("plan_adherence", "plan", "{:4.2f}"), ("s_per_1k", "s/1k w", "{:6.0f}")]
 
 

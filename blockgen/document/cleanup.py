@@ -11,8 +11,9 @@ before a paragraph is accepted; what is kept is joined into one paragraph.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
-from blockgen.document.metrics import ends_a_sentence, in_first_person, meta_phrases
+from blockgen.document.metrics import ends_a_sentence, in_first_person, meta_phrases, words_of
 from blockgen.memory import split_sentences
 
 PROMPT_LABELS = (
@@ -42,6 +43,9 @@ _COUNT = re.compile(r"^\(?(?:about\s+)?\d+\s+words?\)?[.:]?$", re.IGNORECASE)
 # times or more ("she stood, and she stood, and she stood"); said once instead
 _ECHO = re.compile(r"\b(\w+(?:\s+\w+){2,5})(?:,?\s+(?:and\s+)?\1\b)+", re.IGNORECASE)
 _STUTTER = re.compile(r"\b(\w+(?:\s+\w+)?)(?:,?\s+(?:and\s+)?\1\b){2,}", re.IGNORECASE)
+FRAME_WORDS, FRAME_KEPT = 3, 2  # a paragraph keeps at most two sentences opening with the same three words: a third
+# is a loop on a sentence frame ("The economy is so complex... The economy is like a machine... The economy is very")
+_EMPHASIS = re.compile(r"(?<=[\w.!?,'\"])\*(?=[\s,.;:!?'\"]|$)|(?:(?<=\s)|^)\*(?=[\w'\"])")  # *word*
 HEADING_WORDS = 6  # a line this short without a sentence end is a heading or a label, not prose
 _GRAM = 4
 _PHRASE = 8  # a run of this many words already written makes a sentence a repeat, however it goes on
@@ -190,11 +194,11 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
     """The paragraph's new, clean sentences (those kept are added to `novelty`); repeats_only: drop repeated sentences
     and keep everything else as the model wrote it; first_person=False (a report): sentences in the first person
     singular outside quotes are a narrator's or an assistant's voice, and dropped."""
-    kept = []
+    kept, frames = [], Counter()
     sentences = split_sentences(text)
     for n, sentence in enumerate(sentences):
         if not repeats_only:
-            sentence = " ".join(_MARKERS.sub(" ", sentence).split())
+            sentence = " ".join(_MARKERS.sub(" ", _EMPHASIS.sub("", sentence)).split())
             opening = sentence[:1] if sentence[:1] in ('"', "“") else ""  # a label inside a paragraph's quotes too
             body = _LEADER.sub("", sentence[len(opening):])
             label = _LABEL.match(body)
@@ -215,6 +219,11 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
             continue
         if novelty.is_repeat(sentence):
             continue
+        frame = tuple(w.lower() for w in words_of(sentence)[:FRAME_WORDS])
+        if not repeats_only and len(frame) == FRAME_WORDS:
+            if frames[frame] >= FRAME_KEPT:
+                continue
+            frames[frame] += 1
         novelty.add(sentence)
         kept.append(sentence)
     while kept and not repeats_only and not ends_a_sentence(kept[-1]):

@@ -109,7 +109,10 @@ META_PATTERNS = (
     r"you(?:'ve| have) (?:just |also |already )?(?:mentioned|covered|discussed|explained|described|written|added|"
     r"talked about|been discussing|been talking about)\b",
     r"the (?:report|story|essay|article|text|topic) is covered\b",
-    r"this explanation (?:is|has|focuses|provides|uses|was)\b", r"tailored to the (?:audience|readers?)\b",
+    r"this explanation (?:is|has|focuses|provides|uses|was)\b", r"this answer (?:is|was)\b",
+    r"(?:^|(?<=[.!?] ))the (?:report|essay|article) (?:concluded|ended)\b(?! that)",
+    r"the (?:report|story|essay|article) had (?:just )?(?:one|a|two) (?:detail|sentence|paragraph|section|point)s?\b",
+    r"(?:with|in|by) (?:a|one|the|this) (?:\w+ )?sentence (?:about|that (?:was|is|says|said))\b", r"tailored to the (?:audience|readers?)\b",
     r"\((?:\w+ )?edited\b", r"in the context of (?:this|the) (?:report|story|essay|article|text)\b",
     r"subject of (?:today'?s|the|this) (?:report|essay|article)\b",
     # an edit of a draft described ("This revised paragraph focuses on...", "The original text was short", "The
@@ -238,6 +241,30 @@ def fixation(text: str, free: float = 0.2, least: int = 10) -> float:
     if len(stems) < least:
         return 0.0
     return max(0.0, max(Counter(stems).values()) / len(stems) - free)
+
+
+def opener_repetition(text: str, words: int = 3, least: int = 4) -> float:
+    """The share of a text's sentences (after the first) that open with the same `words` words as an earlier one
+    ("The economy is so complex... The economy is like a machine... The economy is very complex"; "The human
+    perspective that..." twelve times): a loop on a sentence frame, whose varying tails keep repeated pairs and
+    fixation low. Ordinary paragraphs reuse an opening now and then ("The tides..."); 0 under `least` sentences."""
+    sentences = sentences_of(text)
+    if len(sentences) < least:
+        return 0.0
+    seen, again = set(), 0
+    for sentence in sentences:
+        opening = tuple(w.lower() for w in words_of(sentence)[:words])
+        if len(opening) < words:
+            continue
+        again += opening in seen
+        seen.add(opening)
+    return again / (len(sentences) - 1)
+
+
+def loops(text: str) -> bool:
+    """Whether a paragraph loops: on a sentence frame (opener_repetition at least 0.5), on its own phrases (a third of
+    its content-word pairs said again: self_repetition), or on one word (fixation)."""
+    return opener_repetition(text) >= 0.5 or self_repetition(text) >= 0.3 or fixation(text) > 0.0
 
 
 def echo_share(text: str, longest: int = 5) -> float:
@@ -372,6 +399,7 @@ def quality(paragraphs: list[str], sections: list[str], section_latent, required
         "meta_per_1k": meta_per_1k_words(text),
         "repeated_8grams": repeated_ngrams(text, 8),
         "distinct_4": distinct_n(text, 4),
+        "looping": sum(loops(p) for p in paragraphs) / len(paragraphs) if paragraphs else 0.0,
         "repeated_paragraphs": repeated_paragraphs(paragraphs, embedder),
         "plan_adherence": plan_adherence(sections, torch.as_tensor(section_latent), embedder),
     }

@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, field_validator
 from blockgen.document.cleanup import Novelty, clean_paragraph, unquoted
 from blockgen.document.context import Brief, ContextBudget, assemble, instruction, request_head
 from blockgen.document.metrics import (echo_share, first_person_share, fixation, judge_perplexities,
-                                       meta_phrases, self_repetition, words_of)
+                                       meta_phrases, opener_repetition, self_repetition, words_of)
 from blockgen.document.export import export_all
 from blockgen.document.state import Document, ImageRecord, Paragraph, Request, writable_directory
 from blockgen.engine.options import GenerationConfig
@@ -59,6 +59,9 @@ FOCUS = {
 
 # a paragraph fixed on one word (fixation about 0.1) pays as much as one saying a third of its word pairs again
 FIXATION_WEIGHT = 3.0
+# sentences opening as an earlier one does, beyond this share, pay as repeated pairs do (a fifth is ordinary: "The
+# tides..."; cleanup keeps a frame twice at most, so what is left of a loop on one is two of a few sentences)
+FREE_OPENERS = 0.2
 SHORT = 0.3  # a paragraph under this share of the words asked for is drawn again (up to max_attempts)
 
 
@@ -97,8 +100,9 @@ class WriterConfig(Options):
     meta_weight: float = Field(1.0, ge=0.0, description="steering penalty per meta or assistant phrase")
     repeat_weight: float = Field(2.0, ge=0.0, description="steering penalty for the share of a candidate's "
                                  "content-word pairs it says again, of its short sentences that only echo "
-                                 "what it said before, and for one content word standing over a fifth of them "
-                                 "(loops the fluency judge scores as fluent)")
+                                 "what it said before, of its sentences opening as an earlier one (over a fifth), "
+                                 "and for one content word standing over a fifth of them (loops the fluency judge "
+                                 "scores as fluent)")
     voice_weight: float = Field(1.0, ge=0.0, description="steering penalty for a candidate's narrative voice "
                                 "leaving the document's: in a report, the share of sentences in a narrator's first "
                                 "person ('As I stepped onto the beach...'); in a story, how far that share (dialogue "
@@ -516,6 +520,7 @@ class Writer:
         if cfg.repeat_weight:
             score = score - cfg.repeat_weight * torch.tensor([self_repetition(texts[n]) + echo_share(texts[n])
                                                               + FIXATION_WEIGHT * fixation(texts[n])
+                                                              + max(0.0, opener_repetition(texts[n]) - FREE_OPENERS)
                                                               for n in usable])
         if cfg.voice_weight and kind == "report":
             score = score - cfg.voice_weight * torch.tensor([first_person_share(texts[n]) for n in usable])

@@ -122,6 +122,22 @@ def test_a_short_sentence_that_only_echoes_the_last_few_is_dropped():
     assert not novelty.is_repeat('"The lamp," she said.')
 
 
+def test_a_sentence_frame_is_kept_at_most_twice():
+    """A third sentence opening with the same three words is a loop on a frame and goes; repeats_only keeps it."""
+    text = ("The economy is a very complex thing. The economy is like a machine, just making things. Tides move "
+            "cargo ships in and out of ports. The economy is so complicated that you think you can do everything. "
+            "The economy is very complex, and very complex.")
+    assert clean_paragraph(text, Novelty()) == ("The economy is a very complex thing. The economy is like a machine, "
+                                                "just making things. Tides move cargo ships in and out of ports.")
+    assert clean_paragraph(text, Novelty(), repeats_only=True) == text
+
+
+def test_single_asterisks_of_emphasis_are_removed():
+    text = "*The human perspective* is part of it. Tides *rise* twice a day. Neap tides are *weaker*."
+    assert clean_paragraph(text, Novelty()) == "The human perspective is part of it. Tides rise twice a day. " \
+                                               "Neap tides are weaker."
+
+
 def test_sentences_start_with_a_capital():
     text = "the printing press changed Europe. this innovation spread ideas. iPhones came much later."
     assert clean_paragraph(text, Novelty()) == (

@@ -174,7 +174,12 @@ def test_text_that_describes_itself_is_meta():
             'She nodded. "Fine." The story then describes the long walk home.',
             "How to add one paragraph: The causes are the lunar cycle and the cycle.",
             "How to make it: How the tides work is a matter of science.",
-            "This presentation offers a detailed comparison that makes it clear."]
+            "This presentation offers a detailed comparison that makes it clear.",
+            "The report concluded. The human perspective influenced the answer.",
+            "The report had just one detail, but it was really one sentence.",
+            "The report ended with a descriptive sentence that was going to be used.",
+            "The report concluded with a sentence about how the tides affect people.",
+            "This answer is simple yet thoughtful."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -197,6 +202,9 @@ def test_text_that_describes_itself_is_meta():
              "The paper mill closes at noon.", "The purpose of the bridge was clear to everyone.",
              "The inscription is written in an ancient script.", "A report describes the flood of 1953.",
              "He said the report concluded nothing new.", "The text messages arrived at dawn.",
+             "The story ended in a small fishing village.", "The answer was written in the stars, sailors said.",
+             "He ended the letter with a sentence in Latin.", "The report had a map of the harbour.",
+             "The report concluded that the sea wall was too low.",
              "The first section of the wall collapsed in 1920.", "In this small fishing village, boats leave at dawn.",
              "You will see the lamp from the harbour.", "The lamp (an old oil burner) smoked all night.",
              "The ministry's report described the flood.", "The letter was written in a shaky hand.",
@@ -246,6 +254,22 @@ def test_echo_share_measures_loops_of_short_sentences():
     assert echo_share("One sentence alone.") == 0.0
     # an echo of any earlier sentence, endings folded
     assert echo_share("Tides work by gravity. The Moon causes the tides. The tides worked. Spring tides are high.") == 1 / 4
+
+
+def test_opener_repetition_measures_a_loop_on_a_sentence_frame():
+    from blockgen.document.metrics import fixation, opener_repetition, self_repetition
+
+    loop = ("The economy is a very complex thing. The economy is that there is nothing you can do without a change. "
+            "The economy is just so simple that you think you can do anything. The economy is like a machine, just "
+            "making things. The economy is so complicated, and it can make you think you can do everything.")
+    assert opener_repetition(loop) == 1.0 and fixation(loop) < 0.05 and self_repetition(loop) < 0.3  # they miss it
+    plain = ("The Moon pulls the near side of the ocean toward it. The far side bulges too. The Moon pulls the "
+             "Earth as well, a little less. Most coasts see two high tides a day.")
+    assert opener_repetition(plain) == 1 / 3  # one reused opening in four sentences
+    assert opener_repetition("The sea rose. The sea rose again. The sea fell.") == 0.0  # too few sentences to tell
+    from blockgen.document.metrics import loops
+
+    assert loops(loop) and not loops(plain)
 
 
 def test_fixation_measures_a_paragraph_fixed_on_one_word():

@@ -223,6 +223,13 @@ def test_steering_keeps_the_voice_a_report_and_a_story_are_told_in(tiny):
         assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 1
         patch.setattr(writer_module, "FIXATION_WEIGHT", 0.0)
         assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 0
+    # and one looping on a sentence frame, each sentence's tail new (pairs, echoes and fixation all low)
+    texts[:] = [("The tide is a pull of the moon on the near ocean. The tide is what sailors read before leaving "
+                 "port. The tide is slower in wide bays. The tide is faster in narrow straits."), plain]
+    assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer_module, "opener_repetition", lambda text: 0.0)
+        assert writer._steer(texts, texts, 1, latent, ParagraphMemory(), 40, "", "report")[0] == 0
 
 
 def test_steering_prefers_a_candidate_that_keeps_its_section_on_plan(tiny):
