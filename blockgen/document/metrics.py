@@ -110,6 +110,14 @@ META_PATTERNS = (
     r"talked about|been discussing|been talking about)\b",
     r"the (?:report|story|essay|article|text|topic) is covered\b",
     r"this explanation (?:is|has|focuses|provides|uses|was)\b", r"this answer (?:is|was)\b",
+    # a reviewer's voice on the document's own parts ("The introduction touches on the science, but the main findings
+    # are too general. The analysis section is not provided with the right focus. The sentence could be more concise.")
+    r'"[\w\s\'-]{2,40}" section\b', r"\b(?:analysis|introduction|conclusion|background|findings) section\b",
+    r"the (?:introduction|background|main findings|main results|analysis|conclusion) (?:touches on|is too|are too|"
+    r"is not|are not|does not|do not|lacks?|needs? (?:more|to))\b",
+    r"the (?:content|sentence|final sentence|wording|tone|text) (?:is too|could be (?:more|less)|should be (?:more|less)|"
+    r"does not provide|is not to the point)\b", r"(?:end|start|beginning|close) to the (?:report|story|essay)\b",
+    r"in a section that\b",
     r"(?:^|(?<=[.!?] ))the (?:report|essay|article) (?:concluded|ended)\b(?! that)",
     r"the (?:report|story|essay|article) had (?:just )?(?:one|a|two) (?:detail|sentence|paragraph|section|point)s?\b",
     r"(?:with|in|by) (?:a|one|the|this) (?:\w+ )?sentence (?:about|that (?:was|is|says|said))\b", r"tailored to the (?:audience|readers?)\b",
