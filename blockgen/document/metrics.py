@@ -118,6 +118,9 @@ META_PATTERNS = (
     r"the (?:content|sentence|final sentence|wording|tone|text) (?:is too|could be (?:more|less)|should be (?:more|less)|"
     r"does not provide|is not to the point)\b", r"(?:end|start|beginning|close) to the (?:report|story|essay)\b",
     r"in a section that\b",
+    r"\bin the (?:first|second|third|last|final|previous|next|opening) paragraph\b",
+    r"the (?:first|second|third|last|final|opening) paragraph (?:sets|gives|holds|introduces|provides|lays)\b",
+    r"\ba must-read\b",
     r"(?:^|(?<=[.!?] ))the (?:report|essay|article) (?:concluded|ended)\b(?! that)",
     r"the (?:report|story|essay|article) had (?:just )?(?:one|a|two) (?:detail|sentence|paragraph|section|point)s?\b",
     r"(?:with|in|by) (?:a|one|the|this) (?:\w+ )?sentence (?:about|that (?:was|is|says|said))\b", r"tailored to the (?:audience|readers?)\b",

@@ -184,7 +184,9 @@ def test_text_that_describes_itself_is_meta():
             "The introduction touches on the science behind vaccines, but the main findings are too general.",
             "The analysis section is not provided with the right focus.", "The content is too long.",
             "The sentence could be more concise.", "The end to the report is finished.",
-            "When looking ahead, in a section that will go to great lengths, the story can be a lesson."]
+            "When looking ahead, in a section that will go to great lengths, the story can be a lesson.",
+            "In the first paragraph, there is one detail that holds the tide's secrets.",
+            "The first paragraph sets the foundation for understanding.", "This is a must-read for anyone."]
     assert all(meta_phrases(s) for s in meta), [s for s in meta if not meta_phrases(s)]
     plain = ["The second tide of the day is lower than the first.", "The moon's pull talks to the sea, poets say.",
              "The final stage of the cycle brings the neap tide.", "She said she would like to see the lighthouse.",
@@ -213,6 +215,7 @@ def test_text_that_describes_itself_is_meta():
              "The introduction of the vaccine in 1796 changed medicine.", "The analysis of the samples took a week.",
              "The conclusion is that the vaccine works, the doctors said.", "The content of the vaccine is a weak virus.",
              "The sentence was read out in court.", "A section of the wall fell.", "The tone of the bell was low.",
+             "The first treaty sets the border at the river.",
              "The first section of the wall collapsed in 1920.", "In this small fishing village, boats leave at dawn.",
              "You will see the lamp from the harbour.", "The lamp (an old oil burner) smoked all night.",
              "The ministry's report described the flood.", "The letter was written in a shaky hand.",
