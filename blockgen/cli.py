@@ -25,7 +25,7 @@ def _load(args: argparse.Namespace):
 
     return load(args.model, device=args.device, dtype=args.dtype,
                 quantize=None if args.quantize == "none" else args.quantize,
-                pack=False if getattr(args, "pack", "auto") == "off" else None)
+                pack=False if args.pack == "off" else None)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -73,6 +73,14 @@ def auto_quantize(device: torch.device, dtype: torch.dtype) -> str | None:
     return None
 
 
+def auto_pack(device: torch.device, dtype: torch.dtype, quantize: str | None) -> bool:
+    """Whether load packs the layers by itself: an unquantized float32 model on CPU, where PyTorch has the oneDNN
+    kernels (see `blockgen.models.quant.PackedLinear`)."""
+    from blockgen.models.quant import can_pack
+
+    return device.type == "cpu" and dtype == torch.float32 and quantize is None and can_pack()
+
+
 def _has_kernel(name: str) -> bool:
     return hasattr(torch.ops.aten, name)
 
@@ -310,9 +318,9 @@ def load(
     quantize="int8" / "int4" (CPU): weight-only quantized projection layers and LM head (see `blockgen.models.quant`);
     "auto" picks int4 (else int8) on CPU in bfloat16, where it decodes faster at the same judged fluency
     (benchmarks/cpu_speed.py, benchmarks/doc_quality.py); None never.
-    pack: float32 linear layers packed once for oneDNN's matmul (exact; on a 2-core AVX2 CPU 1.5x the tokens/s at
-    one row, 3x at the writer's three); None (default) packs an unquantized float32 model on CPU where PyTorch has
-    the kernels; False keeps plain layers (what training needs: packed weights take no gradient).
+    pack: float32 linear layers packed once for oneDNN's matmul (exact; on a 2-core AVX2 CPU 1.3x the tokens/s at
+    one row, 2.4x at the writer's three); None (default) packs an unquantized float32 model on CPU where PyTorch has
+    the kernels (`auto_pack`); False keeps plain layers (what training needs: packed weights take no gradient).
     """
     start = time.perf_counter()
     if quantize is not None:
@@ -324,19 +332,14 @@ def load(
     resolved_dtype = resolve_dtype(dtype, resolved_device)
     if quantize == "auto":
         quantize = auto_quantize(resolved_device, resolved_dtype)
-    from blockgen.models.quant import can_pack
-
-    float32_cpu = resolved_device.type == "cpu" and resolved_dtype == torch.float32
     if pack is None:
-        pack = float32_cpu and quantize is None and can_pack()
+        pack = auto_pack(resolved_device, resolved_dtype, quantize)
     elif pack and quantize is not None:
         raise InvalidArgumentError("pack", pack, f"packs float32 layers; these are quantized ({quantize})")
-    elif pack and not float32_cpu:
-        raise InvalidArgumentError("pack", pack, f"packs a float32 model on CPU, not {resolved_dtype} on "
-                                   f"{resolved_device}")
-    elif pack and not can_pack():
-        raise InvalidArgumentError("pack", pack, f"needs PyTorch's oneDNN linear kernels (torch {torch.__version__} "
-                                   "lacks them)")
+    elif pack:  # refused before the weights are read
+        from blockgen.models.quant import check_packable
+
+        check_packable(resolved_device, resolved_dtype)
     adapter = _adapter_for(name_or_path)
     low_rank, gated = None, False  # an unmerged adapter's terms, for a quantized base; a gated adapter
     if adapter is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from blockgen.document.metrics import ends_a_sentence, in_first_person, meta_phrases, words_of
+from blockgen.document.metrics import OPENING_WORDS, ends_a_sentence, in_first_person, meta_phrases, sentence_opening
 from blockgen.memory import split_sentences
 
 PROMPT_LABELS = (
@@ -43,8 +43,8 @@ _COUNT = re.compile(r"^\(?(?:about\s+)?\d+\s+words?\)?[.:]?$", re.IGNORECASE)
 # times or more ("she stood, and she stood, and she stood"); said once instead
 _ECHO = re.compile(r"\b(\w+(?:\s+\w+){2,5})(?:,?\s+(?:and\s+)?\1\b)+", re.IGNORECASE)
 _STUTTER = re.compile(r"\b(\w+(?:\s+\w+)?)(?:,?\s+(?:and\s+)?\1\b){2,}", re.IGNORECASE)
-FRAME_WORDS, FRAME_KEPT = 3, 2  # a paragraph keeps at most two sentences opening with the same three words: a third
-# is a loop on a sentence frame ("The economy is so complex... The economy is like a machine... The economy is very")
+FRAME_KEPT = 2  # a paragraph keeps at most two sentences opening with the same three words (metrics.sentence_opening):
+# a third is a loop on a sentence frame ("The economy is so complex... The economy is like a machine... The economy is")
 _EMPHASIS = re.compile(r"(?<=[\w.!?,'\"])\*(?=[\s,.;:!?'\"]|$)|(?:(?<=\s)|^)\*(?=[\w'\"])")  # *word*
 HEADING_WORDS = 6  # a line this short without a sentence end is a heading or a label, not prose
 _GRAM = 4
@@ -219,8 +219,8 @@ def clean_paragraph(text: str, novelty: Novelty, *, repeats_only: bool = False, 
             continue
         if novelty.is_repeat(sentence):
             continue
-        frame = tuple(w.lower() for w in words_of(sentence)[:FRAME_WORDS])
-        if not repeats_only and len(frame) == FRAME_WORDS:
+        frame = sentence_opening(sentence)
+        if not repeats_only and len(frame) == OPENING_WORDS:
             if frames[frame] >= FRAME_KEPT:
                 continue
             frames[frame] += 1

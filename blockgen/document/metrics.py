@@ -254,7 +254,16 @@ def fixation(text: str, free: float = 0.2, least: int = 10) -> float:
     return max(0.0, max(Counter(stems).values()) / len(stems) - free)
 
 
-def opener_repetition(text: str, words: int = 3, least: int = 4) -> float:
+OPENING_WORDS = 3  # a sentence's frame: its first three words ("The economy is ...")
+LOOPING_PAIRS = 0.3  # a text saying this share of its content-word pairs again loops on its own phrases
+
+
+def sentence_opening(sentence: str, words: int = OPENING_WORDS) -> tuple[str, ...]:
+    """A sentence's first `words` words, lowercased (fewer when it is shorter)."""
+    return tuple(w.lower() for w in words_of(sentence)[:words])
+
+
+def opener_repetition(text: str, words: int = OPENING_WORDS, least: int = 4) -> float:
     """The share of a text's sentences (after the first) that open with the same `words` words as an earlier one
     ("The economy is so complex... The economy is like a machine... The economy is very complex"; "The human
     perspective that..." twelve times): a loop on a sentence frame, whose varying tails keep repeated pairs and
@@ -264,7 +273,7 @@ def opener_repetition(text: str, words: int = 3, least: int = 4) -> float:
         return 0.0
     seen, again = set(), 0
     for sentence in sentences:
-        opening = tuple(w.lower() for w in words_of(sentence)[:words])
+        opening = sentence_opening(sentence, words)
         if len(opening) < words:
             continue
         again += opening in seen
@@ -275,7 +284,7 @@ def opener_repetition(text: str, words: int = 3, least: int = 4) -> float:
 def loops(text: str) -> bool:
     """Whether a paragraph loops: on a sentence frame (opener_repetition at least 0.5), on its own phrases (a third of
     its content-word pairs said again: self_repetition), or on one word (fixation)."""
-    return opener_repetition(text) >= 0.5 or self_repetition(text) >= 0.3 or fixation(text) > 0.0
+    return opener_repetition(text) >= 0.5 or self_repetition(text) >= LOOPING_PAIRS or fixation(text) > 0.0
 
 
 def echo_share(text: str, longest: int = 5) -> float:

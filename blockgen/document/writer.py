@@ -25,8 +25,9 @@ from pydantic import ConfigDict, Field, field_validator
 
 from blockgen.document.cleanup import Novelty, clean_paragraph, unquoted
 from blockgen.document.context import Brief, ContextBudget, assemble, instruction, request_head
-from blockgen.document.metrics import (echo_share, first_person_share, fixation, judge_perplexities,
-                                       meta_phrases, opener_repetition, self_repetition, words_of)
+from blockgen.document.metrics import (LOOPING_PAIRS, echo_share, first_person_share, fixation,
+                                       judge_perplexities, meta_phrases, opener_repetition, self_repetition,
+                                       words_of)
 from blockgen.document.export import export_all
 from blockgen.document.state import Document, ImageRecord, Paragraph, Request, writable_directory
 from blockgen.engine.options import GenerationConfig
@@ -210,7 +211,7 @@ def flawed(text: str, raw: str, kind: str) -> bool:
     """Whether the best candidate is still worth another draw (plan_redraws): two meta or assistant phrases as written,
     a report told mostly by an 'I' narrator, or a paragraph looping on its own phrases."""
     return (len(meta_phrases(raw)) >= 2 or (kind == "report" and first_person_share(text) >= 0.5)
-            or self_repetition(text) >= 0.3)
+            or self_repetition(text) >= LOOPING_PAIRS)
 
 
 class Writer:

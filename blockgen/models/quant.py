@@ -150,6 +150,15 @@ def can_pack() -> bool:
         hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise"))
 
 
+def check_packable(device: torch.device, dtype: torch.dtype) -> None:
+    """Raise InvalidArgumentError (naming `pack`) unless a model on `device` in `dtype` can be packed here."""
+    if device.type != "cpu" or dtype != torch.float32:
+        raise InvalidArgumentError("pack", True, f"packs a float32 model on CPU, not {dtype} on {device}")
+    if not can_pack():
+        raise InvalidArgumentError("pack", True, f"needs PyTorch's oneDNN linear kernels (torch {torch.__version__} "
+                                   "lacks them)")
+
+
 class PackedLinear(nn.Module):
     """A float32 Linear layer whose weight oneDNN has reordered once for its own matmul kernel (no rounding: the
     same weight, another memory layout); inputs in another dtype are cast to float32."""
@@ -268,12 +277,7 @@ def pack_decoder(model: nn.Module, low_rank: LowRank | None = None, gated: bool 
     """Replace the decoder's projection layers and LM head by float32 layers packed for oneDNN (PackedLinear), in
     place (CPU, float32, inference only: the packed weights take no gradient); q/k/v and gate/up fused as
     quantize_decoder fuses them. low_rank and gated as in quantize_decoder (an adapter that was not merged)."""
-    if model.device.type != "cpu" or model.dtype != torch.float32:
-        raise InvalidArgumentError("pack", True, f"packs a float32 model on CPU; this one is {model.dtype} on "
-                                   f"{model.device}")
-    if not can_pack():
-        raise InvalidArgumentError("pack", True, f"needs PyTorch's oneDNN linear kernels (torch {torch.__version__} "
-                                   "lacks them)")
+    check_packable(model.device, model.dtype)
     return _replace_layers(model, "packed", low_rank, gated)
 
 
